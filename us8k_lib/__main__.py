@@ -1,0 +1,7 @@
+"""Entry point of ``python -m us8k_lib``."""
+
+import sys
+
+from us8k_lib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""Command line: ``python -m us8k_lib COMMAND`` (or ``us8k COMMAND``).
+
+Commands: ``make-mini``, ``train``, ``predict``, ``download``, ``validate``. Each command's work
+is a library function; this module only parses arguments and imports lazily, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from us8k_lib.errors import US8KError
+
+
+def _make_mini(args: argparse.Namespace) -> int:
+    from us8k_lib.mini import make_mini_command
+
+    return make_mini_command(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from us8k_lib.train import train_command
+
+    return train_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from us8k_lib.train import predict_command
+
+    return predict_command(args)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from us8k_lib.download import download_command
+
+    return download_command(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from us8k_lib.validate import validate_command
+
+    return validate_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of all commands (used by ``main`` and the CLI tests)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m us8k_lib",
+        description="Learn audio classification on UrbanSound8K with the M5 raw-waveform CNN.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    root_help = (
+        "UrbanSound8K folder or its parent (default: $US8K_ROOT, else data/UrbanSound8K, "
+        "else the generated mini dataset)"
+    )
+
+    p = sub.add_parser("make-mini", help="generate the small offline UrbanSound8K (real layout and formats)")
+    p.add_argument("--root", default=None, help="parent folder to write UrbanSound8K/ into (default: data/mini)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    p.add_argument("--size", default="mini", help="'tiny' (tests), 'mini' (default) or 'medium'")
+    p.add_argument("--force", action="store_true", help="regenerate even if a dataset is already there")
+    p.set_defaults(func=_make_mini)
+
+    p = sub.add_parser("train", help="train M5 on all folds but one and test on that one")
+    p.add_argument("--root", default=None, help=root_help)
+    p.add_argument("--test-fold", type=int, default=10, help="held-out fold (default 10)")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: config's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: config's)")
+    p.add_argument("--out", default=None, help="run folder for checkpoint, history and metrics (default runs/m5-foldF)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 even where bf16 autocast is available")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: config's)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="print the top-3 classes of WAV files with a trained checkpoint")
+    p.add_argument("checkpoint", help="checkpoint.pt written by train")
+    p.add_argument("files", nargs="+", metavar="FILE.wav", help="WAV files in any format")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("download", help="download, verify and extract the real UrbanSound8K (6 GB)")
+    p.add_argument("--root", default=None, help="parent folder to put UrbanSound8K/ into (default: data/)")
+    p.add_argument("--url", default=None, help="archive URL (default: $US8K_URL, else Zenodo record 1203745)")
+    p.add_argument("--md5", default=None, help="expected archive md5 (default: $US8K_MD5, else the official one)")
+    p.set_defaults(func=_download)
+
+    p = sub.add_parser("validate", help="check the metadata and every clip of a dataset folder")
+    p.add_argument("--root", default=None, help=root_help)
+    p.add_argument("--json", default=None, metavar="REPORT.json", help="write the full report as JSON")
+    p.add_argument("--checksums", action="store_true",
+                   help="also check each file's size and md5 against the shipped checksums (real data only)")
+    p.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command and return its exit code (0 success, 1 data problem, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except US8KError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Errors the package raises: each names the file it is about and what is wrong with it.
+
+Every error a learner can trigger with bad data derives from :class:`US8KError`, so a notebook or
+command can catch one type. Messages always start with the offending path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class US8KError(Exception):
+    """Base class of every error this package raises on bad input."""
+
+
+class DatasetNotFoundError(US8KError):
+    """A dataset root, metadata file or clip that should exist does not."""
+
+
+class MetadataError(US8KError):
+    """The metadata CSV is unreadable or breaks UrbanSound8K's rules.
+
+    Attributes:
+        path: the CSV file.
+        violations: one human-readable line per problem (row number, column, file name).
+    """
+
+    def __init__(self, path: str | Path, violations: list[str]) -> None:
+        self.path = Path(path)
+        self.violations = list(violations)
+        shown = "\n  ".join(self.violations[:20])
+        more = f"\n  ... and {len(self.violations) - 20} more" if len(self.violations) > 20 else ""
+        super().__init__(f"{self.path}: invalid UrbanSound8K metadata ({len(self.violations)} problem(s)):\n  {shown}{more}")
+
+
+class AudioError(US8KError):
+    """A WAV file cannot be decoded, or decodes to unusable audio.
+
+    Attributes:
+        path: the file.
+        problem: what is wrong, in a few words (e.g. "empty file (0 bytes)").
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DownloadError(US8KError):
+    """A download failed or its checksum did not match (the bad file is removed)."""
+
+
+class UnsafeArchiveError(US8KError):
+    """An archive member would write outside the target folder, or is a link or device."""
+
+
+class CacheError(US8KError):
+    """A preprocessing cache is corrupt or stale (callers rebuild it)."""
