@@ -1,0 +1,362 @@
+"""Training, evaluation, checkpoints, resume, and the train/predict commands (on the tiny dataset)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from us8k_lib import cli, train
+from us8k_lib.metadata import CLASSES
+from us8k_lib.train import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    TrainConfig,
+    choose_device,
+    decide_amp,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_loader,
+    predict_files,
+)
+
+pytestmark = pytest.mark.slow
+
+LAST_LINE = re.compile(r"^test accuracy: (\d\.\d{3}) \(fold (\d+), (\d+) clips\)$")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One preprocessing cache for this module's runs (kept out of the project's data folder)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Path:
+    """Point the commands' data folder (and so their default cache) at a temporary folder."""
+    monkeypatch.setenv("US8K_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    # Reuse the module cache: same clips, same key, so the commands do not format them again.
+    (tmp_path / "data" / "cache").symlink_to(cache_dir, target_is_directory=True)
+    return tmp_path / "data"
+
+
+# Small for testing: a narrow M5 (n_channels=8 instead of 128) trains an epoch of tiny in seconds.
+SMALL = dict(batch_size=16, lr=3e-3, n_channels=8, seed=3)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _without_seconds(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# resume and checkpoints
+
+
+class _Crash(Exception):
+    pass
+
+
+# The step schedule halves the rate right at the interruption; one-cycle changes it every batch.
+@pytest.mark.parametrize("schedule", [dict(scheduler="step", step_size=2, gamma=0.5), dict(scheduler="onecycle")])
+def test_interrupted_run_resumes_to_identical_weights_and_metrics(tiny_root: Path, cache_dir: Path,
+                                                                   tmp_path: Path, schedule: dict) -> None:
+    config = TrainConfig(epochs=3, **SMALL, **schedule)
+    a = fit(config, tiny_root, tmp_path / "a", cache_dir=cache_dir, progress=False, verbose=False)
+    if config.scheduler == "step":
+        assert list(a.history["lr"]) == pytest.approx([3e-3, 3e-3, 1.5e-3])
+
+    def crash_after_epoch_2(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        fit(config, tiny_root, tmp_path / "b", cache_dir=cache_dir, progress=False, verbose=False,
+            callback=crash_after_epoch_2)
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["epoch"] == 2
+    assert len(json.loads((tmp_path / "b" / "history.json").read_text())) == 2
+
+    b = fit(None, tiny_root, tmp_path / "b", resume=True, cache_dir=cache_dir, progress=False, verbose=False)
+    assert b.config == config
+    assert _same_weights(a.model, b.model)
+    pd.testing.assert_frame_equal(_without_seconds(a.history), _without_seconds(b.history))
+    assert a.evaluation.accuracy == b.evaluation.accuracy
+    pd.testing.assert_frame_equal(a.evaluation.predictions, b.evaluation.predictions)
+    ckpt_a = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
+    ckpt_b = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    assert ckpt_a["epoch"] == ckpt_b["epoch"] == 3
+    assert all(torch.equal(ckpt_a["model"][k], ckpt_b["model"][k]) for k in ckpt_a["model"])
+    metrics_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    metrics_b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics_a["test"] == metrics_b["test"]
+
+    # Resuming a different recipe is refused (it could not reproduce the run), naming the file.
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: cannot resume .*epochs=5"):
+        fit(dataclasses.replace(config, epochs=5), tiny_root, tmp_path / "b", resume=True,
+            cache_dir=cache_dir, progress=False, verbose=False)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tiny_root: Path, cache_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = torch.save
+    calls = []
+
+    def save_then_die(obj, f, *args, **kwargs):  # noqa: ANN001 - torch.save's signature
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"half a checkpoint")
+            raise OSError("disk full")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="disk full"):
+        fit(TrainConfig(epochs=2, **SMALL), tiny_root, run, cache_dir=cache_dir, progress=False, verbose=False)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    ckpt = load_checkpoint(run / CHECKPOINT_NAME)
+    assert ckpt["epoch"] == 1
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "history.json", "metrics.json",
+                                                     "predictions.csv"]  # no temporary left behind
+    # The surviving checkpoint is good enough to continue from.
+    resumed = fit(None, tiny_root, run, resume=True, cache_dir=cache_dir, progress=False, verbose=False)
+    assert list(resumed.history["epoch"]) == [1, 2]
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(junk))}: not a checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(other))}: not a checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# --------------------------------------------------------------------------------------------
+# learning, and evaluation
+
+
+def test_broken_labels_do_not_learn_what_real_labels_do(tiny_root: Path, cache_dir: Path) -> None:
+    # Small for testing: 32-channel M5, 6 epochs on tiny (90 training clips, 20 test clips).
+    config = TrainConfig(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, n_channels=32, seed=0)
+    real = fit(config, tiny_root, cache_dir=cache_dir, progress=False, verbose=False)
+    broken = fit(dataclasses.replace(config, permute_labels=True), tiny_root, cache_dir=cache_dir,
+                 progress=False, verbose=False)
+    # Thresholds from measurements (20 test clips, chance 0.10): this config reached 0.60 with real
+    # labels and 0.10 with permuted ones; over other seeds and learning rates real labels gave
+    # 0.45-0.60 and permuted 0.00-0.25. 0.4 is 4.5 binomial standard deviations above chance;
+    # 0.3 grants the broken run 3 of them.
+    assert real.test_accuracy >= 0.4
+    assert broken.test_accuracy <= 0.3
+    assert real.history["train_loss"].iloc[-1] < real.history["train_loss"].iloc[0]
+
+
+def test_evaluate_outputs_agree_with_each_other(tiny_root: Path, cache_dir: Path) -> None:
+    from us8k_lib.dataset import US8KDataset
+
+    ds = US8KDataset(tiny_root, [10], cache_dir=cache_dir, progress=False)
+    torch.manual_seed(0)
+    from us8k_lib.model import M5, M5Config
+
+    model = M5(M5Config(n_channels=8))
+    result = evaluate(model, ds, batch_size=7)
+    n = len(ds)
+    assert result.n_clips == n == int(result.confusion.sum())
+    assert result.confusion.shape == (10, 10)
+    pred = result.predictions
+    assert list(pred["file"]) == list(ds.table["slice_file_name"])
+    assert list(pred["fold"]) == [10] * n
+    assert list(pred["true"]) == list(ds.table["class"])
+    assert result.accuracy == pytest.approx(pred["correct"].mean())
+    assert result.accuracy == pytest.approx(np.trace(result.confusion) / n)
+    counts = pred["true"].value_counts().reindex(list(CLASSES), fill_value=0)
+    assert list(result.per_class["clips"]) == list(counts)
+    by_class = pred.groupby("true")["correct"].mean()
+    for name, acc in result.per_class["accuracy"].items():
+        assert acc == pytest.approx(by_class[name]) if name in by_class else np.isnan(acc)
+    for i, name in enumerate(CLASSES):  # confusion row i = clips of class i, by predicted class
+        row = pred[pred["true"] == name]["predicted"].value_counts()
+        assert [result.confusion[i, j] for j in range(10)] == [int(row.get(c, 0)) for c in CLASSES]
+    # Predictions and probabilities are the model's own argmax and softmax.
+    x = torch.stack([ds[i][0] for i in range(n)])
+    with torch.no_grad():
+        p = model(x).softmax(dim=1)
+    assert list(pred["predicted"]) == [CLASSES[i] for i in p.argmax(dim=1).tolist()]
+    np.testing.assert_allclose(pred["probability"], p.max(dim=1).values.numpy(), rtol=1e-5)
+    # A shuffled loader would mismatch the table: refused.
+    with pytest.raises(ValueError, match="without shuffling"):
+        evaluate(model, DataLoader(ds, batch_size=4, shuffle=True))
+
+
+# --------------------------------------------------------------------------------------------
+# device and mixed precision
+
+
+def test_device_choice_and_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device() == torch.device("cuda")
+    loader = make_loader(list(range(10)), 4, shuffle=False, device=choose_device())
+    assert loader.pin_memory is True and loader.num_workers > 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert choose_device() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert choose_device() == torch.device("cpu")
+    loader = make_loader(list(range(10)), 4, shuffle=False, device=torch.device("cpu"))
+    assert loader.pin_memory is False and loader.num_workers == 0
+    assert choose_device("cpu") == torch.device("cpu")
+
+
+def test_amp_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": False})
+    assert decide_amp(cpu) is False  # emulated bf16: slower than fp32
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": True})
+    assert decide_amp(cpu) is True
+    assert decide_amp(cpu, requested=False) is False  # --no-amp
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    assert decide_amp(cpu) is True
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert decide_amp(torch.device("cuda")) is True
+    assert decide_amp(torch.device("cuda"), requested=False) is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert decide_amp(torch.device("cuda")) is False
+    assert decide_amp(torch.device("mps")) is False
+
+
+def test_config_rejects_leaky_or_invalid_settings() -> None:
+    with pytest.raises(ValueError, match="also a training fold"):
+        TrainConfig(test_fold=10, train_folds=(9, 10))
+    with pytest.raises(ValueError, match="scheduler"):
+        TrainConfig(scheduler="warp")
+    c = TrainConfig(test_fold=3, train_folds=[2, 1])
+    assert c.folds_to_train == (1, 2)
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert TrainConfig(test_fold=4).folds_to_train == (1, 2, 3, 5, 6, 7, 8, 9, 10)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def _write_formats(folder: Path, x: np.ndarray, sr: int) -> list[Path]:
+    """The same sound in several of UrbanSound8K's real WAV formats."""
+    import torchaudio.functional as AF
+
+    def at(rate: int) -> np.ndarray:
+        return AF.resample(torch.from_numpy(x), sr, rate).numpy()
+
+    files = {
+        "pcm16_stereo_44k.wav": (np.stack([at(44100)] * 2, axis=1), 44100, "PCM_16"),
+        "float32_stereo_48k.wav": (np.stack([at(48000)] * 2, axis=1), 48000, "FLOAT"),
+        "pcm24_mono_96k.wav": (at(96000), 96000, "PCM_24"),
+        "u8_mono_11k.wav": (at(11025), 11025, "PCM_U8"),
+    }
+    paths = []
+    for name, (data, rate, subtype) in files.items():
+        sf.write(folder / name, data, rate, subtype=subtype)
+        paths.append(folder / name)
+    return paths
+
+
+def test_train_and_predict_commands(tiny_root: Path, data_dir: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = cli.main(["train", "--root", str(tiny_root), "--epochs", "1", "--batch-size", "16", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    match = LAST_LINE.match(lines[-1])
+    assert match, lines[-1]
+    assert (match.group(2), match.group(3)) == ("10", "20")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert float(match.group(1)) == pytest.approx(metrics["test"]["accuracy"], abs=5e-4)
+    assert metrics["config"]["epochs"] == 1 and metrics["config"]["batch_size"] == 16
+    assert len(json.loads((out / "history.json").read_text())) == 1
+    assert len(pd.read_csv(out / "predictions.csv")) == 20
+    assert any(line.startswith("epoch 1/1") for line in lines)
+
+    # Resuming a finished run with other settings is refused, with the checkpoint named.
+    code = cli.main(["train", "--root", str(tiny_root), "--epochs", "2", "--out", str(out), "--resume"])
+    assert code == 1
+    assert str(out / CHECKPOINT_NAME) in capsys.readouterr().err
+
+    # predict: a clip from the test fold in several formats, each gets a top-3.
+    clip = next((tiny_root / "audio" / "fold10").glob("*.wav"))
+    from us8k_lib.audio import format_clip
+
+    wavs = _write_formats(tmp_path, format_clip(clip), 8000)
+    assert cli.main(["predict", str(out / CHECKPOINT_NAME), *map(str, wavs)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 4 * len(wavs)
+    for i, wav in enumerate(wavs):
+        block = printed[4 * i: 4 * i + 4]
+        assert block[0] == str(wav)
+        ranks = [re.match(r"^  (\d)\. (\w+)\s+(\d\.\d{3})$", line) for line in block[1:]]
+        assert all(ranks), block
+        assert [int(m.group(1)) for m in ranks] == [1, 2, 3]
+        assert all(m.group(2) in CLASSES for m in ranks)
+        probs = [float(m.group(3)) for m in ranks]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.001
+    table = predict_files(out / CHECKPOINT_NAME, wavs)
+    assert list(table.columns) == ["file", "class_1", "probability_1", "class_2", "probability_2",
+                                   "class_3", "probability_3"]
+    # The formats decode to nearly the same clip, so the model ranks them alike.
+    assert table["class_1"].nunique() == 1
+
+    # A file that is not a checkpoint: exit 1, the error names it.
+    assert cli.main(["predict", str(wavs[0]), str(wavs[0])]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {wavs[0]}: not a checkpoint")
+
+
+def _damaged_copy(tiny_root: Path, parent: Path) -> tuple[Path, str]:
+    """Tiny with one training clip replaced by random bytes (other clips symlinked, not copied)."""
+    root = parent / "UrbanSound8K"
+    shutil.copytree(tiny_root / "metadata", root / "metadata")
+    bad = None
+    for fold_dir in sorted((tiny_root / "audio").iterdir()):
+        (root / "audio" / fold_dir.name).mkdir(parents=True)
+        for wav in sorted(fold_dir.glob("*.wav")):
+            if bad is None and fold_dir.name == "fold1":
+                bad = wav.name
+                (root / "audio" / fold_dir.name / wav.name).write_bytes(np.random.default_rng(0).bytes(5000))
+            else:
+                (root / "audio" / fold_dir.name / wav.name).symlink_to(wav)
+    assert bad is not None
+    return root, bad
+
+
+def test_train_command_stops_on_a_bad_clip_or_skips_it_by_name(tiny_root: Path, data_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root, bad = _damaged_copy(tiny_root, tmp_path / "damaged")
+    args = ["train", "--root", str(root), "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert bad in err and "--skip-bad" in err
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+    assert cli.main([*args, "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"skipped bad clip {re.escape(bad)}: ", out)
+    assert LAST_LINE.match(out.strip().splitlines()[-1])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [s["file"] for s in metrics["skipped"]] == [bad]

@@ -1,0 +1,825 @@
+"""Train M5 on some folds, test it on a held-out fold, save and resume runs, and predict files.
+
+The recipe (see :class:`TrainConfig`): Adam with weight decay 1e-4 and a one-cycle learning-rate
+schedule stepped after every batch; one line per epoch with the training loss, training accuracy
+(measured on the fly, in training mode) and test-fold accuracy. The original tutorial stepped its
+scheduler *before* each epoch and decoded every WAV on every access; here the clips come from the
+preprocessing cache (:mod:`us8k_lib.dataset`) and the schedule follows the optimizer.
+
+A run folder holds ``checkpoint.pt`` (everything needed to continue: model, optimizer, scheduler,
+epoch, history, config and every random-number-generator state), ``history.json``,
+``metrics.json`` and ``predictions.csv``. All are rewritten atomically after each epoch, so an
+interrupted run can be resumed and finishes with the same weights as one that never stopped
+(bit for bit on CPU).
+
+Used by notebook 5 and by ``python -m us8k_lib train`` / ``predict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from tqdm.auto import tqdm
+
+from us8k_lib.errors import US8KError
+from us8k_lib.metadata import CLASSES
+from us8k_lib.model import M5, M5Config
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.json"
+METRICS_NAME = "metrics.json"
+PREDICTIONS_NAME = "predictions.csv"
+#: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
+CHECKPOINT_FORMAT = "us8k-m5-checkpoint"
+CHECKPOINT_VERSION = 1
+SCHEDULERS = ("onecycle", "step", "cosine", "constant")
+#: Config fields that do not change the numbers a run produces, so a resume may change them.
+_RESUMABLE_CHANGES = ("workers",)
+
+
+class CheckpointError(US8KError):
+    """A file is not a usable checkpoint, or does not match the run it should continue."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result.
+
+    The defaults train M5 on the mini dataset to >= 0.90 test accuracy in about two minutes on a
+    2-core CPU (see the README's Performance section).
+
+    Attributes:
+        epochs: passes over the training folds.
+        batch_size: clips per optimizer step. Small batches mean more steps per epoch, which
+            matters more than throughput on a few hundred clips.
+        lr: peak learning rate (``onecycle``/``cosine``) or starting learning rate (``step``,
+            ``constant``).
+        weight_decay: Adam's L2 penalty (the tutorial's 1e-4).
+        scheduler: ``"onecycle"`` (warm up then cosine decay, stepped every batch),
+            ``"cosine"`` (cosine decay, every batch), ``"step"`` (multiply by ``gamma`` every
+            ``step_size`` epochs, stepped after each epoch, like the tutorial meant to), ``"constant"``.
+        step_size, gamma: the ``step`` schedule's period (epochs) and factor.
+        seed: seeds the weights, the shuffling and everything else random.
+        amp: use bf16 mixed precision where the hardware runs it natively (CUDA with bf16, CPUs
+            with AVX512-BF16/AMX or ARM BF16); elsewhere it would be slower, so it stays off.
+        workers: DataLoader worker processes; None picks 0 on CPU (the cache is a memory map, a
+            batch is a memory copy) and up to 4 on a GPU.
+        test_fold: the held-out fold (1-10).
+        train_folds: folds to train on; None means every fold except ``test_fold``.
+        n_channels: width of M5's first block (128 in the paper).
+        normalize: scale each clip to unit RMS inside the model (see :class:`M5Config`).
+        permute_labels: shuffle the training labels among the clips (a sanity check: the model
+            can then only memorise, so test accuracy stays near chance).
+        device: ``"auto"`` (CUDA, else MPS, else CPU) or a torch device string.
+    """
+
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "step"
+    step_size: int = 6
+    gamma: float = 0.1
+    seed: int = 0
+    amp: bool = True
+    workers: int | None = None
+    test_fold: int = 10
+    train_folds: tuple[int, ...] | None = None
+    n_channels: int = 128
+    normalize: bool = True
+    permute_labels: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.train_folds is not None:
+            self.train_folds = tuple(sorted(int(f) for f in self.train_folds))
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if not 1 <= self.test_fold <= 10:
+            problems.append(f"test_fold must be 1-10, got {self.test_fold}")
+        if self.train_folds is not None:
+            if not self.train_folds or any(not 1 <= f <= 10 for f in self.train_folds):
+                problems.append(f"train_folds must be folds 1-10, got {self.train_folds}")
+            if self.test_fold in self.train_folds:
+                problems.append(f"test_fold {self.test_fold} is also a training fold (that would leak)")
+        if self.workers is not None and self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    @property
+    def folds_to_train(self) -> tuple[int, ...]:
+        """The training folds: ``train_folds``, or every fold but ``test_fold``."""
+        return self.train_folds or tuple(f for f in range(1, 11) if f != self.test_fold)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-friendly dict (saved in checkpoints and metrics.json)."""
+        d = dataclasses.asdict(self)
+        if d["train_folds"] is not None:
+            d["train_folds"] = list(d["train_folds"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config saved by :meth:`to_dict` (unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {unknown}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and mixed precision
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """Return the device to train on: CUDA if available, else Apple MPS, else CPU.
+
+    ``preference`` other than ``"auto"`` (e.g. ``"cpu"``) is used as given. Used by notebook 5.
+    """
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Return True if this CPU has bf16 arithmetic instructions (AVX512-BF16, AMX-BF16, ARM BF16).
+
+    Without them PyTorch emulates bf16 and autocast is slower than fp32: measured about 5x
+    slower for M5 training on an AVX2-only AMD EPYC. Used by notebook 5.
+    """
+    caps = torch.cpu.get_capabilities()
+    return any(bool(caps.get(flag, False)) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
+
+
+def decide_amp(device: torch.device, requested: bool = True) -> bool:
+    """Return whether to train with bf16 autocast on ``device``.
+
+    Only where the hardware runs bf16 natively: CUDA GPUs that support it, CPUs per
+    :func:`cpu_has_native_bf16`; never on MPS (not measured) or when ``requested`` is False.
+    Used by notebook 5.
+    """
+    if not requested:
+        return False
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def _autocast(device: torch.device, enabled: bool) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Use deterministic algorithms on CPU for the duration (restoring the caller's setting)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+class _PermutedLabels(Dataset):
+    """A dataset whose labels are replaced (the permuted-labels sanity check)."""
+
+    def __init__(self, base: Dataset, labels: np.ndarray) -> None:
+        self.base, self.labels = base, np.asarray(labels, dtype=np.int64)
+        self.table = base.table.assign(classID=self.labels, **{"class": [CLASSES[i] for i in self.labels]})
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.base[i][0], int(self.labels[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([self.base[int(i)][0] for i in indices])
+        return x, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+
+
+def _collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    from us8k_lib.dataset import collate_clips
+
+    if isinstance(batch, tuple):  # already stacked by _PermutedLabels.__getitems__
+        return batch
+    return collate_clips(batch)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker's torch seed comes from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
+                workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
+    """Return a DataLoader suited to ``device``: pinned memory on CUDA, seeded shuffling.
+
+    Used by notebook 5.
+    """
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        pin_memory=device.type == "cuda", collate_fn=_collate,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class EvalResult:
+    """How a model did on a set of clips.
+
+    Attributes:
+        accuracy: share of clips whose top class is right.
+        loss: mean cross-entropy.
+        per_class: one row per class (index: class name): ``clips``, ``correct``, ``accuracy``
+            (NaN for a class without clips).
+        confusion: ``[n_classes, n_classes]`` counts; row = true class, column = predicted.
+        predictions: one row per clip: ``file``, ``fold``, ``true``, ``predicted`` (class
+            names), ``probability`` (softmax probability of the predicted class), ``correct``.
+    """
+
+    accuracy: float
+    loss: float
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    predictions: pd.DataFrame
+
+    @property
+    def n_clips(self) -> int:
+        """Number of clips evaluated."""
+        return len(self.predictions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the numbers as JSON-friendly values (what metrics.json holds)."""
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "n_clips": self.n_clips,
+            "per_class_accuracy": {c: (None if math.isnan(a) else a) for c, a in self.per_class["accuracy"].items()},
+            "confusion": self.confusion.tolist(),
+            "classes": list(self.per_class.index),
+        }
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
+             batch_size: int = 64, amp: bool = False, progress: bool = False,
+             classes: Sequence[str] = CLASSES) -> EvalResult:
+    """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
+
+    Args:
+        model: returns logits ``[batch, n_classes]``; it is put in eval mode and left there.
+        data: a :class:`us8k_lib.dataset.US8KDataset` (its ``.table`` names the clips) or any
+            dataset of ``(waveform, classID)`` items, or a DataLoader without shuffling.
+        device: where to run; default the model's device.
+        batch_size: clips per forward pass (only used when ``data`` is a dataset).
+        amp: bf16 autocast (see :func:`decide_amp`).
+        progress: show a tqdm progress bar.
+        classes: class names, index = classID.
+
+    Returns:
+        An :class:`EvalResult`. Used by notebook 5.
+    """
+    if isinstance(data, DataLoader):
+        if not isinstance(data.sampler, SequentialSampler):
+            raise ValueError("evaluate() needs a DataLoader without shuffling (its rows must match the dataset's table)")
+        loader, dataset = data, data.dataset
+    else:
+        dataset = data
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if not isinstance(data, DataLoader):
+        loader = make_loader(dataset, batch_size, shuffle=False, device=device, workers=0)
+    model.eval()
+    losses, preds, probs, trues = [], [], [], []
+    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        x = x.to(device, non_blocking=device.type == "cuda")
+        y = y.to(device, non_blocking=device.type == "cuda")
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+        p = logits.softmax(dim=1)
+        top_p, top = p.max(dim=1)
+        preds.append(top.cpu())
+        probs.append(top_p.cpu())
+        trues.append(y.cpu())
+    y_true = torch.cat(trues).numpy() if trues else np.zeros(0, dtype=np.int64)
+    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    p_pred = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    n = len(classes)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    clips = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_acc = np.where(clips > 0, correct / np.maximum(clips, 1), np.nan)
+    per_class = pd.DataFrame({"clips": clips, "correct": correct, "accuracy": per_acc},
+                             index=pd.Index(list(classes), name="class"))
+    table = getattr(dataset, "table", None)
+    files = table["slice_file_name"].astype(str).to_numpy() if table is not None else np.arange(len(y_true)).astype(str)
+    folds = table["fold"].to_numpy() if table is not None else np.zeros(len(y_true), dtype=np.int64)
+    names = np.asarray(classes, dtype=object)
+    predictions = pd.DataFrame({
+        "file": files, "fold": folds, "true": names[y_true], "predicted": names[y_pred],
+        "probability": p_pred.astype(np.float64), "correct": y_true == y_pred,
+    })
+    total = len(y_true)
+    return EvalResult(
+        accuracy=float(correct.sum() / total) if total else float("nan"),
+        loss=float(sum(losses) / total) if total else float("nan"),
+        per_class=per_class, confusion=confusion, predictions=predictions,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and atomic files
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` via a temporary file in the same folder, then rename it into place.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict atomically (temp file + ``os.replace``). Used by notebook 5."""
+    _write_atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    _write_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint written by :func:`fit`.
+
+    Loading uses ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
+
+    Used by notebook 5 and ``predict``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file (expected a {CHECKPOINT_NAME} written by train)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise CheckpointError(
+            f"{path}: not a checkpoint written by train (cannot load it: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint written by train (no '{CHECKPOINT_FORMAT}' marker)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
+    missing = [k for k in ("model", "model_config", "config", "epoch", "history", "classes") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: damaged checkpoint, missing {missing}")
+    return ckpt
+
+
+def load_model(checkpoint: str | Path | dict[str, Any]) -> M5:
+    """Return the M5 stored in a checkpoint, on CPU, in eval mode. Used by notebook 5."""
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    model = M5(M5Config(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def _rng_states(generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        # plain Python types, so the checkpoint loads with weights_only=True
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained M5 (eval mode), after the last epoch.
+        history: one row per epoch: ``epoch``, ``lr`` (at the epoch's start), ``train_loss``,
+            ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``.
+        evaluation: the last epoch's test-fold :class:`EvalResult`.
+        config: the run's :class:`TrainConfig`.
+        out: the run folder (None if nothing was written).
+        device: where it trained, e.g. ``"cpu"``.
+        amp: whether bf16 autocast was on.
+        skipped: ``(file, problem)`` of clips skipped as bad (only with ``skip_bad=True``).
+        seconds: wall time of this call, including the cache build.
+    """
+
+    model: M5
+    history: pd.DataFrame
+    evaluation: EvalResult
+    config: TrainConfig
+    out: Path | None
+    device: str
+    amp: bool
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def test_accuracy(self) -> float:
+        """Test-fold accuracy after the last epoch."""
+        return self.evaluation.accuracy
+
+
+def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """Return (scheduler, stepped per batch?)."""
+    total = config.epochs * steps_per_epoch
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                                   pct_start=0.25), True
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), False
+
+
+def _check_resumable(path: Path, saved: TrainConfig, config: TrainConfig) -> None:
+    a, b = saved.to_dict(), config.to_dict()
+    diff = [f"{k}={b[k]!r} (checkpoint: {a[k]!r})" for k in a if k not in _RESUMABLE_CHANGES and a[k] != b[k]]
+    if diff:
+        raise CheckpointError(f"{path}: cannot resume with a different config: " + ", ".join(diff))
+
+
+def _build_datasets(config: TrainConfig, root: Path, cache_dir: str | Path | None, skip_bad: bool,
+                    progress: bool) -> tuple[Dataset, Dataset, list[tuple[str, str]]]:
+    from us8k_lib.dataset import US8KDataset
+    from us8k_lib.metadata import load_metadata
+
+    metadata = load_metadata(root)
+    kwargs = dict(metadata=metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+    train_ds = US8KDataset(root, config.folds_to_train, **kwargs)
+    test_ds = US8KDataset(root, [config.test_fold], **kwargs)
+    if len(train_ds) == 0:
+        raise US8KError(f"{root}: no training clips in folds {list(config.folds_to_train)}")
+    if len(test_ds) == 0:
+        raise US8KError(f"{root}: no test clips in fold {config.test_fold}")
+    skipped = list(train_ds.skipped) + list(test_ds.skipped)
+    if config.permute_labels:
+        labels = train_ds.table["classID"].to_numpy()
+        perm = np.random.default_rng(config.seed).permutation(len(labels))
+        train_ds = _PermutedLabels(train_ds, labels[perm])
+    return train_ds, test_ds, skipped
+
+
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+                    device: torch.device, amp: bool = False, progress: bool = True,
+                    desc: str = "train") -> tuple[float, float]:
+    """Run one pass over ``loader``, one optimizer step per batch.
+
+    ``batch_scheduler`` (if given) is stepped after every optimizer step. Returns the mean loss
+    and the accuracy over the epoch, both measured on the fly in training mode (so they lag the
+    model at the epoch's end a little). Used by notebook 5.
+    """
+    model.train()
+    non_blocking = device.type == "cuda"
+    # Sums stay on the device: reading them every batch would make a GPU wait for each step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    for i, (x, y) in enumerate(bar):
+        x = x.to(device, non_blocking=non_blocking)
+        y = y.to(device, non_blocking=non_blocking)
+        with _autocast(device, amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(dim=1) == y).sum()
+        seen += len(y)
+        if progress and i % 5 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+    bar.close()
+    if seen == 0:
+        raise ValueError("train_one_epoch: the loader yielded no batches")
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+def _format_epoch(row: dict[str, Any], epochs: int) -> str:
+    width = len(str(epochs))
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  loss {row['train_loss']:.3f}  "
+            f"train acc {row['train_acc']:.3f}  test acc {row['test_acc']:.3f}  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f} s")
+
+
+def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: str | Path | None = None,
+        resume: bool = False, *, cache_dir: str | Path | None = None, skip_bad: bool = False,
+        progress: bool = True, verbose: bool = True,
+        callback: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+    """Train M5 on ``config``'s training folds, testing on its test fold after every epoch.
+
+    Args:
+        config: the run's settings; default ``TrainConfig()``. With ``resume`` and no config,
+            the checkpoint's config is used.
+        root: UrbanSound8K folder (or parent); default :func:`us8k_lib.paths.resolve_root`.
+        out: run folder for checkpoint.pt, history.json, metrics.json, predictions.csv (all
+            rewritten atomically after every epoch); None writes nothing (and cannot resume).
+        resume: continue from ``out/checkpoint.pt``; the result is the same as a run that was
+            never interrupted (bit for bit on CPU).
+        cache_dir: preprocessing cache folder (default: the dataset module's).
+        skip_bad: skip clips that cannot be decoded (listed in the result and printed) instead
+            of stopping with an error naming the clip.
+        progress: tqdm progress bars (per epoch, and for the first cache build).
+        verbose: print one line per epoch.
+        callback: called with each epoch's history row after its checkpoint is written.
+
+    Returns:
+        A :class:`FitResult` (model, history DataFrame for learning curves, last evaluation).
+
+    Used by notebook 5 and ``python -m us8k_lib train``.
+    """
+    from us8k_lib.paths import normalize_root, resolve_root
+
+    started = time.perf_counter()
+    out_dir = Path(out) if out is not None else None
+    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    ckpt = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("resume=True needs the run folder (out=...) holding the checkpoint")
+        ckpt = load_checkpoint(ckpt_path)
+        saved = TrainConfig.from_dict(ckpt["config"])
+        if config is None:
+            config = saved
+        _check_resumable(ckpt_path, saved, config)
+    config = config or TrainConfig()
+    root = resolve_root(verbose=verbose) if root is None else normalize_root(root)
+    device = choose_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune once
+    amp = decide_amp(device, config.amp)
+
+    with _deterministic(device):
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        train_ds, test_ds, skipped = _build_datasets(config, root, cache_dir, skip_bad, progress)
+        for name, problem in skipped:
+            print(f"skipped bad clip {name}: {problem}")
+
+        model = M5(M5Config(n_classes=len(CLASSES), n_channels=config.n_channels, normalize=config.normalize)).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        generator = torch.Generator().manual_seed(config.seed)
+        train_loader = make_loader(train_ds, config.batch_size, shuffle=True, device=device,
+                                   workers=config.workers, generator=generator)
+        test_loader = make_loader(test_ds, 64, shuffle=False, device=device, workers=config.workers)
+        scheduler, per_batch = _make_scheduler(config, optimizer, len(train_loader))
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            history = list(ckpt["history"])
+            start_epoch = int(ckpt["epoch"])
+            _restore_rng_states(ckpt["rng"], generator)
+            if verbose:
+                print(f"Resuming {ckpt_path} after epoch {start_epoch}/{config.epochs}.")
+        if out_dir is not None:
+            if ckpt is None and ckpt_path.exists() and verbose:
+                print(f"{out_dir} holds an earlier run; starting over replaces it (resume=True / --resume continues it).")
+            out_dir.mkdir(parents=True, exist_ok=True)
+        if verbose and start_epoch < config.epochs:
+            print(f"Training M5 on {len(train_ds)} clips (folds {','.join(map(str, config.folds_to_train))}), "
+                  f"testing on {len(test_ds)} (fold {config.test_fold}); device {device.type}, "
+                  f"{'bf16 autocast' if amp else 'fp32'}.")
+            for row in history:
+                print(_format_epoch(row, config.epochs))
+
+        evaluation = None
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = train_one_epoch(
+                model, train_loader, optimizer, scheduler if per_batch else None, device=device, amp=amp,
+                progress=progress, desc=f"epoch {epoch}/{config.epochs}")
+            if not per_batch:
+                scheduler.step()  # after the epoch's optimizer steps (the tutorial did it before)
+            evaluation = evaluate(model, test_loader, device=device, amp=amp)
+            row = {
+                "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                "test_loss": evaluation.loss, "test_acc": evaluation.accuracy,
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            if verbose:
+                print(_format_epoch(row, config.epochs), flush=True)
+            if out_dir is not None:
+                state = {
+                    "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                    "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "history": history, "config": config.to_dict(),
+                    "rng": _rng_states(generator), "classes": list(CLASSES),
+                    "sr": int(test_ds.cache.sr) if hasattr(test_ds, "cache") else 8000,
+                    "length": int(test_ds.cache.length) if hasattr(test_ds, "cache") else 32000,
+                }
+                save_checkpoint(ckpt_path, state)
+                _write_run_files(out_dir, config, history, evaluation, device, amp, skipped, root)
+            if callback is not None:
+                callback(row)
+        if evaluation is None:  # resumed a finished run: evaluate what it ended with
+            evaluation = evaluate(model, test_loader, device=device, amp=amp)
+    model.eval()
+    return FitResult(model=model, history=pd.DataFrame(history, columns=_HISTORY_COLUMNS),
+                     evaluation=evaluation, config=config, out=out_dir, device=device.type, amp=amp,
+                     skipped=skipped, seconds=time.perf_counter() - started)
+
+
+_HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
+
+
+def _write_run_files(out_dir: Path, config: TrainConfig, history: list[dict[str, Any]], evaluation: EvalResult,
+                     device: torch.device, amp: bool, skipped: list[tuple[str, str]], root: Path) -> None:
+    _write_json(out_dir / HISTORY_NAME, history)
+    metrics = {
+        "epoch": history[-1]["epoch"], "epochs": config.epochs, "test_fold": config.test_fold,
+        "test": evaluation.to_dict(), "device": device.type, "amp": amp, "root": str(root),
+        "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),
+    }
+    _write_json(out_dir / METRICS_NAME, metrics)
+    csv = evaluation.predictions.to_csv(index=False)
+    _write_atomic(out_dir / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+
+
+def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], k: int = 3) -> pd.DataFrame:
+    """Classify audio files with a trained checkpoint.
+
+    Each file is formatted like the training clips (:func:`us8k_lib.audio.format_clip`: any WAV
+    format -> mono, 8 kHz, 4 s).
+
+    Returns:
+        One row per file: ``file``, then ``class_1``, ``probability_1`` ... ``class_k``,
+        ``probability_k`` (most likely first). Used by notebook 5 and ``predict``.
+
+    Raises:
+        CheckpointError: the checkpoint is not usable; AudioError: a file cannot be decoded.
+    """
+    from us8k_lib.audio import format_clip
+
+    ckpt = load_checkpoint(checkpoint)
+    model = load_model(ckpt)
+    classes = list(ckpt["classes"])
+    k = min(k, len(classes))
+    sr, length = int(ckpt.get("sr", 8000)), int(ckpt.get("length", 32000))
+    rows = []
+    for path in paths:
+        x = torch.from_numpy(format_clip(path, sr=sr, length=length)).view(1, 1, -1)
+        with torch.no_grad():
+            p = model(x).softmax(dim=1)[0]
+        top_p, top = p.topk(k)
+        row: dict[str, Any] = {"file": str(path)}
+        for rank, (i, q) in enumerate(zip(top.tolist(), top_p.tolist()), start=1):
+            row[f"class_{rank}"] = classes[i]
+            row[f"probability_{rank}"] = q
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``python -m us8k_lib train``: train, write the run folder, print the test accuracy last."""
+    from us8k_lib.paths import resolve_root
+
+    out = Path(args.out) if args.out else Path("runs") / f"m5-fold{args.test_fold}"
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                 "workers": args.workers}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.no_amp:
+        overrides["amp"] = False
+    if args.resume:
+        # Unspecified options continue as the checkpoint had them; specified ones must match.
+        base = TrainConfig.from_dict(load_checkpoint(out / CHECKPOINT_NAME)["config"])
+        overrides.setdefault("test_fold", args.test_fold)
+        config = dataclasses.replace(base, **overrides)
+    else:
+        config = TrainConfig(test_fold=args.test_fold, **overrides)
+    root = resolve_root(args.root)
+    try:
+        result = fit(config, root=root, out=out, resume=args.resume, skip_bad=args.skip_bad, verbose=True)
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT_NAME).exists():
+            print(f"Stopped; the last finished epoch is saved. Continue with: python -m us8k_lib train "
+                  f"--out {out} --resume", file=sys.stderr)
+        raise
+    if result.skipped:
+        print(f"{len(result.skipped)} bad clip(s) skipped (listed in {out / METRICS_NAME}).")
+    print(f"run folder: {out} ({CHECKPOINT_NAME}, {HISTORY_NAME}, {METRICS_NAME}, {PREDICTIONS_NAME}); "
+          f"total {result.seconds:.0f} s")
+    ev = result.evaluation
+    print(f"test accuracy: {ev.accuracy:.3f} (fold {config.test_fold}, {ev.n_clips} clips)")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``python -m us8k_lib predict CHECKPOINT FILE.wav ...``: print each file's top-3 classes."""
+    table = predict_files(args.checkpoint, args.files, k=3)
+    for _, row in table.iterrows():
+        print(row["file"])
+        rank = 1
+        while f"class_{rank}" in row:
+            print(f"  {rank}. {row[f'class_{rank}']:<17} {row[f'probability_{rank}']:.3f}")
+            rank += 1
+    return 0
