@@ -1,0 +1,156 @@
+"""Static checks on the committed notebooks (``pytest --nbval`` re-runs them; this checks what a
+reader sees without running anything): executed with outputs, no warnings, errors or machine paths
+in any output, each opening with what you'll do/learn/need and which dataset, audio players set up
+as WAV without autoplay or loop."""
+
+from __future__ import annotations
+
+import json
+import re
+from configparser import ConfigParser
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
+EXPECTED = ["01-explore-metadata", "02-listen-to-clips", "03-format-the-data", "04-define-m5", "05-train-and-test"]
+
+#: Paths that would reveal the machine a notebook ran on (POSIX homes and temp dirs, Windows drives).
+MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|/private/var/|/var/folders/|[A-Za-z]:\\\\)")
+#: Text that means something went wrong while the notebook ran.
+TROUBLE = re.compile(r"Warning|Traceback|Error\b|Exception\b")
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def output_texts(output: dict) -> list[str]:
+    """Every text a reader can see in one output (stream text, plain text, HTML, markdown)."""
+    if output["output_type"] == "stream":
+        return ["".join(output["text"])]
+    if output["output_type"] == "error":
+        return [output.get("ename", "") + ": " + output.get("evalue", ""), "Traceback"]
+    texts = []
+    for mime, value in output.get("data", {}).items():
+        if mime.startswith("text/") or mime == "application/json":
+            texts.append("".join(value) if isinstance(value, list) else str(value))
+    return texts
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def widget_states(nb: dict) -> dict:
+    return nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+
+def test_the_five_notebooks_are_there_in_order():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_cell_was_executed_in_order(path):
+    cells = code_cells(load(path))
+    counts = [c["execution_count"] for c in cells]
+    assert None not in counts, f"{path.name}: some cells were never run"
+    assert counts == list(range(1, len(cells) + 1)), f"{path.name}: not run top to bottom in one go"
+    assert sum(len(c["outputs"]) for c in cells) >= 5, f"{path.name}: outputs were not saved"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_output_shows_an_error_a_warning_or_stderr(path):
+    for i, cell in enumerate(code_cells(load(path))):
+        for output in cell["outputs"]:
+            assert output["output_type"] != "error", f"{path.name} code cell {i}: error output"
+            assert output.get("name") != "stderr", f"{path.name} code cell {i}: stderr output {output.get('text')}"
+            for text in output_texts(output):
+                found = TROUBLE.search(text)
+                assert not found, f"{path.name} code cell {i}: {found.group(0)!r} in output: {text[:300]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_output_or_widget_shows_a_machine_path(path):
+    nb = load(path)
+    for i, cell in enumerate(code_cells(nb)):
+        for output in cell["outputs"]:
+            for text in output_texts(output):
+                found = MACHINE_PATH.search(text)
+                assert not found, f"{path.name} code cell {i}: machine path {found.group(0)!r} in {text[:300]}"
+    for model_id, model in widget_states(nb).items():
+        state = {k: v for k, v in model.get("state", {}).items() if isinstance(v, str)}
+        for key, value in state.items():
+            found = MACHINE_PATH.search(value)
+            assert not found, f"{path.name} widget {model['model_name']}.{key}: machine path in {value[:300]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_opens_with_what_you_will_do_learn_need_and_which_dataset(path):
+    first = load(path)["cells"][0]
+    assert first["cell_type"] == "markdown"
+    text = "".join(first["source"])
+    assert text.startswith("# "), f"{path.name}: no title"
+    for heading in ("What you'll do", "What you'll learn", "What you'll need", "Which dataset"):
+        assert heading in text, f"{path.name}: the first cell lacks {heading!r}"
+    assert "mini" in text or "real UrbanSound8K metadata" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_saved_audio_players_are_wav_without_autoplay_or_loop(path):
+    for model in widget_states(load(path)).values():
+        if model["model_name"] == "AudioModel":
+            state = model["state"]
+            assert (state["format"], state["autoplay"], state["loop"]) == ("wav", False, False)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_stays_small_enough_to_render_online(path):
+    assert path.stat().st_size < 5_000_000, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_displayed_widget_has_saved_state(path):
+    # A widget output whose model is missing shows "Error displaying widget" when the notebook is opened.
+    nb = load(path)
+    states = widget_states(nb)
+    for i, cell in enumerate(code_cells(nb)):
+        for output in cell["outputs"]:
+            view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if view:
+                assert view["model_id"] in states, f"{path.name} code cell {i}: widget state not saved"
+
+
+def test_widget_notebooks_saved_their_widget_state():
+    # Otherwise the committed players and browsers show nothing until the notebook is re-run.
+    for stem in ("02-listen-to-clips", "05-train-and-test"):
+        models = [m["model_name"] for m in widget_states(load(NOTEBOOKS_DIR / f"{stem}.ipynb")).values()]
+        assert "AudioModel" in models, f"{stem}: no saved audio player"
+
+
+def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
+    nb = load(NOTEBOOKS_DIR / "05-train-and-test.ipynb")
+    cells = code_cells(nb)
+    settings = source(cells[0])
+    for name in ("EPOCHS", "BATCH_SIZE", "TEST_FOLD", "MIN_TEST_ACCURACY"):
+        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+    everything = "\n".join(source(c) for c in cells)
+    assert re.search(r"assert .*accuracy >= MIN_TEST_ACCURACY", everything)
+    assert "choose_device" in everything
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "GPU" in markdown and "Dai" in markdown and "Salamon" in markdown
+
+
+def test_sanitizer_hides_figure_sizes_and_memory_addresses():
+    config = ConfigParser()
+    config.read(NOTEBOOKS_DIR / "nbval_sanitize.cfg")
+    text = "<Figure size 1300x420 with 10 Axes> <torch._C.Generator at 0x7f4d37d05570>"
+    for section in config.sections():
+        text = re.sub(config[section]["regex"], config[section]["replace"], text)
+    assert "1300x420" not in text and "0x7f4d37d05570" not in text

@@ -1,0 +1,186 @@
+"""Tests for us8k_lib.plots: each plot draws the data it is given (checked through matplotlib's artists)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display, and the same rendering everywhere
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from us8k_lib import audio, plots
+from us8k_lib.metadata import CLASSES
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def tone(freq: float, sr: int, seconds: float = 1.0, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def small_metadata() -> pd.DataFrame:
+    # 3 air_conditioner (one short), 1 dog_bark, 2 siren; other classes absent.
+    return pd.DataFrame({
+        "slice_file_name": ["1-0-0-0.wav", "1-0-0-1.wav", "2-0-0-0.wav", "3-3-0-0.wav", "4-8-0-0.wav", "4-8-0-1.wav"],
+        "fsID": [1, 1, 2, 3, 4, 4],
+        "start": [0.0, 4.0, 0.0, 1.0, 0.0, 2.0],
+        "end": [4.0, 8.0, 0.5, 2.5, 4.0, 6.0],
+        "salience": [1, 1, 2, 1, 1, 2],
+        "fold": [1, 1, 2, 3, 4, 4],
+        "classID": [0, 0, 0, 3, 8, 8],
+        "class": ["air_conditioner"] * 3 + ["dog_bark", "siren", "siren"],
+    })
+
+
+def test_waveform_draws_every_sample_against_time():
+    sr = 8000
+    x = tone(440, sr, 0.5)
+    fig = plots.plot_waveform(x, sr, title="a tone")
+    ax = fig.axes[0]
+    (line,) = ax.lines
+    np.testing.assert_array_equal(line.get_ydata(), x)
+    assert line.get_xdata()[-1] == pytest.approx((len(x) - 1) / sr)
+    assert ax.get_title() == "a tone"
+
+
+def test_waveform_draws_each_channel_of_stereo_input():
+    sr = 8000
+    stereo = np.stack([tone(440, sr, 0.25), tone(880, sr, 0.25, 0.2)], axis=1)
+    fig = plots.plot_waveform(stereo, sr)
+    lines = fig.axes[0].lines
+    assert len(lines) == 2
+    np.testing.assert_array_equal(lines[1].get_ydata(), stereo[:, 1])
+
+
+def test_long_waveform_is_drawn_as_an_envelope_that_keeps_the_peaks():
+    sr = 44100
+    x = tone(100, sr, 4.0, amplitude=0.1)
+    x[123_457] = 0.9  # a click between envelope points must still show
+    x[150_001] = -0.8
+    fig = plots.plot_waveform(x, sr, max_points=2000)
+    (line,) = fig.axes[0].lines
+    y = line.get_ydata()
+    assert len(y) <= 2000
+    assert y.max() == pytest.approx(0.9) and y.min() == pytest.approx(-0.8)
+    assert line.get_xdata()[-1] < 4.0 and line.get_xdata()[-1] > 3.99
+
+
+def test_waveform_into_given_axes_returns_that_figure():
+    fig, ax = plt.subplots()
+    assert plots.plot_waveform(np.zeros(100, np.float32), 8000, ax=ax) is fig
+    assert len(ax.lines) == 1
+
+
+def test_spectrogram_shows_a_tone_at_its_frequency():
+    sr = 16000
+    fig = plots.plot_spectrogram(tone(3000, sr), sr, title="3 kHz")
+    ax = fig.axes[0]
+    (image,) = ax.images
+    data = np.asarray(image.get_array())
+    db, freqs, _ = audio.compute_spectrogram(tone(3000, sr), sr)
+    assert data.shape == db.shape
+    assert freqs[data.mean(axis=1).argmax()] == pytest.approx(3000, abs=sr / 512)
+    assert image.get_extent()[3] == pytest.approx(sr / 2)
+    assert len(fig.axes) == 2  # the colour bar
+
+
+def test_spectrogram_of_stereo_input_uses_the_mix_and_limits_frequencies():
+    sr = 16000
+    stereo = np.stack([tone(1000, sr), tone(1000, sr)], axis=1)
+    fig = plots.plot_spectrogram(stereo, sr, colorbar=False, max_freq=4000)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1
+    assert ax.get_ylim()[1] == pytest.approx(4000)
+
+
+def test_class_counts_bars_match_the_metadata():
+    fig = plots.plot_class_counts(small_metadata())
+    bars = fig.axes[0].patches
+    widths = {tick.get_text(): bar.get_width() for tick, bar in zip(fig.axes[0].get_yticklabels(), bars)}
+    assert set(widths) == set(CLASSES)
+    assert widths["air_conditioner"] == 3 and widths["siren"] == 2 and widths["dog_bark"] == 1
+    assert widths["gun_shot"] == 0
+    assert "6 in total" in fig.axes[0].get_title()
+
+
+def test_duration_histogram_counts_every_clip_and_the_short_ones():
+    fig = plots.plot_duration_histogram(small_metadata())
+    ax = fig.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 6
+    assert "2 clips shorter than 4 s" in ax.texts[0].get_text()
+
+
+def test_learning_curves_plot_each_series_from_records_or_frame():
+    history = [
+        {"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.25},
+        {"epoch": 2, "train_loss": 1.2, "train_acc": 0.6, "test_acc": 0.55},
+        {"epoch": 3, "train_loss": 0.7, "train_acc": 0.8, "test_acc": 0.70},
+    ]
+    for given in (history, pd.DataFrame(history)):
+        fig = plots.plot_learning_curves(given)
+        ax_loss, ax_acc = fig.axes
+        assert [list(line.get_ydata()) for line in ax_loss.lines] == [[2.0, 1.2, 0.7]]
+        assert sorted(line.get_label() for line in ax_acc.lines) == ["test acc", "train acc"]
+        assert list(ax_acc.lines[0].get_xdata()) == [1, 2, 3]
+
+
+def test_confusion_matrix_prints_counts_and_colours_row_shares():
+    cm = np.zeros((10, 10), dtype=int)
+    cm[0, 0], cm[0, 3], cm[3, 3] = 6, 2, 5
+    fig = plots.plot_confusion_matrix(cm, CLASSES)
+    ax = fig.axes[0]
+    texts = {(t.get_position(), t.get_text()) for t in ax.texts}
+    assert ((0, 0), "6") in texts and ((3, 0), "2") in texts and ((3, 3), "5") in texts
+    assert len(ax.texts) == 3  # zero cells stay empty
+    shown = np.asarray(ax.images[0].get_array())
+    assert shown[0, 0] == pytest.approx(0.75) and shown[3, 3] == pytest.approx(1.0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES)
+
+
+def test_confusion_matrix_takes_class_names_from_a_dataframe():
+    frame = pd.DataFrame([[1, 0], [2, 3]], index=["dog_bark", "siren"], columns=["dog_bark", "siren"])
+    fig = plots.plot_confusion_matrix(frame, normalize=False)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["dog_bark", "siren"]
+
+
+def test_per_class_accuracy_bars_and_overall_line():
+    acc = pd.Series({"dog_bark": 0.5, "siren": 1.0, "gun_shot": float("nan")})
+    fig = plots.plot_per_class_accuracy(acc, overall=0.8)
+    ax = fig.axes[0]
+    widths = {t.get_text(): p.get_width() for t, p in zip(ax.get_yticklabels(), ax.patches)}
+    assert widths == {"dog_bark": 0.5, "siren": 1.0, "gun_shot": 0.0}
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(0.8)
+    assert "n/a" in [t.get_text() for t in ax.texts]
+
+
+def test_aliasing_comparison_shows_the_folded_tone_only_in_the_naive_panel():
+    sr = 40000
+    x = tone(6000, sr)  # above 4 kHz: x[::5] folds it to 8000 - 6000 = 2000 Hz
+    fig = plots.plot_aliasing_comparison(x, sr, factor=5, new_sr=8000)
+    original, naive, proper = (np.asarray(ax.images[0].get_array()) for ax in fig.axes)
+    _, freqs8k, _ = audio.compute_spectrogram(np.zeros(8000, np.float32), 8000)
+    assert freqs8k[naive.mean(axis=1).argmax()] == pytest.approx(2000, abs=8000 / 512)
+    assert naive.max() > -10  # the alias is as loud as the tone (amplitude 0.5: about -6 dB)
+    # The filter removed it; only the clicks where the tone starts and stops leave a trace.
+    assert proper[:, 4:-4].max() < -60
+    assert "aliased" in fig.axes[1].get_title()
+
+
+def test_class_examples_grid_draws_one_spectrogram_per_clip(tiny_root):
+    from us8k_lib.metadata import load_metadata
+
+    meta = load_metadata(tiny_root)
+    examples = meta[meta["fold"] == 10].drop_duplicates("class").head(7)
+    fig = plots.plot_class_examples(tiny_root, examples, columns=4)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == list(examples["class"])
+    assert len(fig.axes) == 8 and all(len(ax.images) == 1 for ax in visible)
+    assert all(ax.get_ylim()[1] == pytest.approx(8000) for ax in visible)

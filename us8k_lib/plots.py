@@ -1,0 +1,382 @@
+"""Plots the notebooks show: waveforms, spectrograms, dataset tables, training results.
+
+Every ``plot_*`` function draws into ``ax`` when given one (the clip browser reuses its axes) and
+otherwise makes a new pyplot figure, so a notebook's inline backend shows it once at the end of
+the cell. Each returns the :class:`matplotlib.figure.Figure` it drew on, which tests inspect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+#: Range of the spectrogram colour scale in dB below the clip's loudest bin: fixed so that
+#: clips can be compared by eye and quiet clips do not get their noise floor stretched to full colour.
+SPECTROGRAM_DB_RANGE = 80.0
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def plot_waveform(
+    x: np.ndarray,
+    sr: int,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    color: str = "C0",
+    max_points: int = 20_000,
+) -> Figure:
+    """Draw a waveform (amplitude against time in seconds).
+
+    Args:
+        x: samples, shape (frames,) or (frames, channels); channels are drawn on top of each other.
+        sr: sample rate in Hz (sets the time axis).
+        ax: axes to draw into; a new figure when None.
+        title: axes title.
+        color: line colour of the first channel.
+        max_points: longer signals are drawn as their min/max envelope over ``max_points // 2``
+            equal stretches, which looks the same at screen resolution and renders much faster.
+
+    Returns:
+        The figure. Used by notebooks 2 and 3 and by the clip browsers.
+    """
+    fig, ax = _axes(ax, (8, 2.5))
+    x = np.asarray(x)
+    frames = x.shape[0]
+    channels = x.reshape(frames, -1)
+    for c in range(channels.shape[1]):
+        t, y = _envelope(channels[:, c], sr, max_points)
+        ax.plot(t, y, lw=0.6, color=color if c == 0 else f"C{c + 1}", alpha=1.0 if c == 0 else 0.6)
+    ax.set_xlim(0, max(frames / float(sr), 1.0 / sr))
+    peak = float(np.max(np.abs(channels))) if channels.size else 0.0
+    ax.set_ylim(-1.05 * max(peak, 1e-3), 1.05 * max(peak, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _envelope(y: np.ndarray, sr: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (times, values) to draw: every sample, or the min/max of equal stretches, interleaved."""
+    frames = y.shape[0]
+    if frames <= max_points:
+        return np.arange(frames) / float(sr), y
+    starts = np.linspace(0, frames, max(max_points // 2, 1), endpoint=False).astype(np.int64)
+    lows, highs = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
+    return np.repeat(starts / float(sr), 2), np.stack([lows, highs], axis=1).ravel()
+
+
+def plot_spectrogram(
+    x: np.ndarray,
+    sr: int,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    max_freq: float | None = None,
+    colorbar: bool = True,
+) -> Figure:
+    """Draw a spectrogram in dB (time against frequency) computed by ``audio.compute_spectrogram``.
+
+    Args:
+        x: mono samples, shape (frames,); multi-channel input is averaged first.
+        sr: sample rate in Hz; the frequency axis goes up to ``sr / 2`` (or ``max_freq``).
+        ax: axes to draw into; a new figure when None.
+        title: axes title.
+        max_freq: upper limit of the frequency axis in Hz, e.g. to compare clips at different rates.
+        colorbar: add a dB colour bar.
+
+    Returns:
+        The figure. Used by notebooks 2 and 3 and by the clip browsers.
+    """
+    from us8k_lib.audio import compute_spectrogram
+
+    fig, ax = _axes(ax, (8, 3))
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    db, freqs, times = compute_spectrogram(x, sr)
+    db = np.asarray(db)
+    top = float(np.max(db)) if db.size else 0.0
+    duration = x.shape[0] / float(sr)
+    image = ax.imshow(
+        db,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=top - SPECTROGRAM_DB_RANGE,
+        vmax=top,
+        extent=(0.0, max(duration, 1.0 / sr), 0.0, sr / 2.0),
+        interpolation="nearest",
+    )
+    ax.set_ylim(0, min(max_freq, sr / 2.0) if max_freq else sr / 2.0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label="dB", pad=0.01)
+    return fig
+
+
+def plot_class_counts(metadata: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Draw a horizontal bar chart of clips per class.
+
+    Args:
+        metadata: an UrbanSound8K metadata table (needs the ``class`` column).
+        ax: axes to draw into; a new figure when None.
+        title: axes title (default: the number of clips).
+
+    Returns:
+        The figure. Used by notebook 1.
+    """
+    from us8k_lib.metadata import CLASSES
+
+    fig, ax = _axes(ax, (7, 3.5))
+    counts = metadata["class"].astype(str).value_counts().reindex(list(CLASSES), fill_value=0)
+    bars = ax.barh(list(counts.index)[::-1], counts.values[::-1], color="C0")
+    ax.bar_label(bars, padding=3, fontsize=8)
+    ax.set_xlabel("clips")
+    ax.set_xlim(0, counts.max() * 1.15 if counts.max() > 0 else 1)
+    ax.set_title(title or f"Clips per class ({len(metadata):,} in total)")
+    return fig
+
+
+def plot_duration_histogram(
+    metadata: pd.DataFrame,
+    *,
+    ax: Axes | None = None,
+    clip_seconds: float = 4.0,
+    bins: int = 40,
+) -> Figure:
+    """Draw a histogram of clip durations (``end - start``) with the model's input length marked.
+
+    Args:
+        metadata: an UrbanSound8K metadata table (``start`` and ``end`` columns, seconds).
+        ax: axes to draw into; a new figure when None.
+        clip_seconds: the length every clip is padded or cropped to.
+        bins: number of histogram bins.
+
+    Returns:
+        The figure. Used by notebook 1.
+    """
+    fig, ax = _axes(ax, (7, 3))
+    durations = (metadata["end"] - metadata["start"]).to_numpy(dtype=float)
+    ax.hist(durations, bins=bins, range=(0.0, max(clip_seconds, float(durations.max(initial=0.0)))), color="C0")
+    ax.set_yscale("log")
+    ax.axvline(clip_seconds, color="C3", ls="--", lw=1)
+    short = int((durations < clip_seconds - 1e-6).sum())
+    ax.text(
+        clip_seconds, ax.get_ylim()[1], f"  {short:,} clips shorter than {clip_seconds:g} s\n  (zero-padded) ",
+        ha="right", va="top", fontsize=8, color="C3",
+    )
+    ax.set_xlabel("clip duration (s)")
+    ax.set_ylabel("clips (log scale)")
+    ax.set_title("Clip durations")
+    return fig
+
+
+def _history_frame(history: Any) -> pd.DataFrame:
+    if isinstance(history, pd.DataFrame):
+        frame = history.copy()
+    elif isinstance(history, Mapping):
+        frame = pd.DataFrame(dict(history))
+    else:
+        rows = [r if isinstance(r, Mapping) else vars(r) for r in history]
+        frame = pd.DataFrame(rows)
+    if "epoch" not in frame.columns:
+        frame["epoch"] = np.arange(1, len(frame) + 1)
+    return frame
+
+
+def plot_learning_curves(history: Any, *, title: str | None = None) -> Figure:
+    """Draw loss and accuracy per epoch, side by side.
+
+    Args:
+        history: one record per epoch as a DataFrame, a list of dicts or dataclasses, or a dict of
+            lists. Columns whose name contains ``loss`` go left, ``acc`` right (e.g. ``train_loss``,
+            ``train_acc``, ``test_acc``); an ``epoch`` column is the x axis (else 1, 2, ...).
+        title: figure title.
+
+    Returns:
+        The figure. Used by notebook 5.
+    """
+    frame = _history_frame(history)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+    epochs = frame["epoch"].to_numpy()
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
+        columns = [c for c in frame.columns if key in str(c).lower() and pd.api.types.is_numeric_dtype(frame[c])]
+        for c in columns:
+            ax.plot(epochs, frame[c].to_numpy(dtype=float), marker="o", ms=3, label=str(c).replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        if columns:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylim(0, 1.02)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_confusion_matrix(
+    confusion: np.ndarray | pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    normalize: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Draw a confusion matrix: rows are true classes, columns predicted classes.
+
+    Args:
+        confusion: square matrix of counts (a DataFrame's index/columns give the class names).
+        classes: class names (default: the DataFrame's index, else ``metadata.CLASSES``).
+        ax: axes to draw into; a new figure when None.
+        normalize: colour by the share of each true class (row), while cells still print counts.
+        title: axes title.
+
+    Returns:
+        The figure. Used by notebook 5.
+    """
+    if isinstance(confusion, pd.DataFrame):
+        classes = classes or [str(c) for c in confusion.index]
+        counts = confusion.to_numpy()
+    else:
+        counts = np.asarray(confusion)
+    if classes is None:
+        from us8k_lib.metadata import CLASSES
+
+        classes = CLASSES
+    counts = counts.astype(int)
+    fig, ax = _axes(ax, (7, 6))
+    rows = counts.sum(axis=1, keepdims=True)
+    shown = counts / np.maximum(rows, 1) if normalize else counts
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(int(counts.max()), 1))
+    limit = (1 if normalize else max(int(counts.max()), 1)) * 0.6
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if shown[i, j] > limit else "black")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, list(classes), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, list(classes), fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "Confusion matrix (counts; colour = share of the true class)")
+    return fig
+
+
+def plot_per_class_accuracy(
+    per_class: Mapping[str, float] | pd.Series,
+    *,
+    ax: Axes | None = None,
+    overall: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draw a horizontal bar chart of accuracy per class.
+
+    Args:
+        per_class: accuracy in [0, 1] per class name (NaN for a class absent from the test fold).
+        ax: axes to draw into; a new figure when None.
+        overall: overall accuracy, drawn as a dashed line.
+        title: axes title.
+
+    Returns:
+        The figure. Used by notebook 5.
+    """
+    series = pd.Series(per_class, dtype=float)
+    fig, ax = _axes(ax, (7, 3.5))
+    names = [str(n) for n in series.index][::-1]
+    values = series.to_numpy()[::-1]
+    bars = ax.barh(names, np.nan_to_num(values), color="C2")
+    ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in values], padding=3, fontsize=8)
+    if overall is not None:
+        ax.axvline(overall, color="C3", ls="--", lw=1, label=f"overall {overall:.2f}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("accuracy on the test fold")
+    ax.set_title(title or "Accuracy per class")
+    return fig
+
+
+def plot_aliasing_comparison(
+    x: np.ndarray,
+    sr: int,
+    *,
+    factor: int = 5,
+    new_sr: int | None = None,
+) -> Figure:
+    """Compare spectrograms of a signal, its naive ``x[::factor]`` decimation and a proper resampling.
+
+    Energy above the new Nyquist frequency folds back into the band when samples are simply
+    dropped (aliasing); an anti-aliasing low-pass filter (``audio.resample``) removes it instead.
+
+    Args:
+        x: mono samples at ``sr``.
+        sr: their sample rate in Hz.
+        factor: decimation factor of the naive method (the original tutorial used 5).
+        new_sr: target rate of the proper resampling (default ``sr // factor``).
+
+    Returns:
+        The figure (three spectrograms). Used by notebook 3.
+    """
+    from us8k_lib.audio import naive_decimate, resample
+
+    new_sr = int(new_sr or sr // factor)
+    naive = naive_decimate(x, factor)
+    proper = resample(x, sr, new_sr)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained", sharey=True)
+    plot_spectrogram(x, sr, ax=axes[0], title=f"original, {sr:,} Hz", colorbar=False)
+    axes[0].axhline(new_sr / 2, color="white", ls="--", lw=1)
+    plot_spectrogram(naive, sr // factor, ax=axes[1], title=f"x[::{factor}] ({sr // factor:,} Hz): aliased", colorbar=False)
+    plot_spectrogram(proper, new_sr, ax=axes[2], title=f"resampled to {new_sr:,} Hz: filtered", colorbar=False)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    axes[0].set_ylim(0, sr / 2)
+    return fig
+
+
+def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, max_freq: float = 8000.0) -> Figure:
+    """Draw the spectrogram of one clip per row of ``examples`` in a grid, titled with its class.
+
+    Args:
+        root: the dataset folder (``UrbanSound8K``) the clips are in.
+        examples: metadata rows (slice_file_name, fold, class), e.g. ``listen.pick_class_examples``.
+        columns: spectrograms per row.
+        max_freq: upper limit of every frequency axis in Hz, so clips at different rates compare.
+
+    Returns:
+        The figure. Used by notebook 2.
+    """
+    from us8k_lib.audio import read_wav, to_mono
+    from us8k_lib.paths import clip_path
+
+    rows = -(-len(examples) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.1 * rows), layout="constrained",
+                             sharey=True, squeeze=False)
+    for ax, (_, row) in zip(axes.flat, examples.iterrows()):
+        x, sr = read_wav(clip_path(root, int(row["fold"]), str(row["slice_file_name"])))
+        plot_spectrogram(to_mono(x), sr, ax=ax, title=str(row["class"]), max_freq=max_freq, colorbar=False)
+        ax.set_ylim(0, max_freq)
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    for ax in list(axes.flat)[len(examples):]:
+        ax.set_visible(False)
+    fig.supxlabel("time (s)", fontsize=8)
+    fig.supylabel("frequency (Hz)", fontsize=8)
+    return fig
