@@ -62,8 +62,8 @@ class CheckpointError(US8KError):
 class TrainConfig:
     """Everything that decides a training run's result.
 
-    The defaults train M5 on the mini dataset to >= 0.90 test accuracy in about two minutes on a
-    2-core CPU (see the README's Performance section).
+    The defaults train M5 on the mini dataset to 0.94 test accuracy on fold 10 (seed 0, as
+    notebook 5 shows); 10 epochs take roughly 4 minutes on an idle 2-core CPU.
 
     Attributes:
         epochs: passes over the training folds.
@@ -90,12 +90,12 @@ class TrainConfig:
         device: ``"auto"`` (CUDA, else MPS, else CPU) or a torch device string.
     """
 
-    epochs: int = 8
-    batch_size: int = 16
-    lr: float = 3e-3
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-3
     weight_decay: float = 1e-4
-    scheduler: str = "step"
-    step_size: int = 6
+    scheduler: str = "onecycle"
+    step_size: int = 5
     gamma: float = 0.1
     seed: int = 0
     amp: bool = True
