@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from us8k_lib import cli, train
+from us8k_lib import cli
 from us8k_lib.metadata import CLASSES
 from us8k_lib.train import (
     CHECKPOINT_NAME,
