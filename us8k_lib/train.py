@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from tqdm.auto import tqdm
 
+from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import M5, M5Config
@@ -650,7 +651,9 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
         torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune once
     amp = decide_amp(device, config.amp)
 
-    with _deterministic(device):
+    # On a CPU, keeping freed activations in the heap saves re-faulting them in every step
+    # (see us8k_lib.allocator: 34 -> 47-51 clips/s at batch 16 on a 2-core machine).
+    with _deterministic(device), reuse_freed_memory(device.type == "cpu"):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)

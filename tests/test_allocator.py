@@ -1,0 +1,99 @@
+"""us8k_lib.allocator: freed memory is reused inside the block, and glibc's defaults come back after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from us8k_lib import allocator
+from us8k_lib.allocator import reuse_freed_memory
+
+glibc_only = pytest.mark.skipif(not allocator.supported(), reason="needs Linux with glibc")
+
+# Runs in a fresh process, so no earlier test's heap decides the outcome: the minor page faults
+# of one allocate-fill-free cycle of 96 MB (above glibc's largest mmap threshold, 32 MB), with
+# glibc's defaults and inside the block, after warm-up cycles (PyTorch's 64-byte-aligned blocks
+# take a few cycles to settle into the heap).
+_MEASURE = textwrap.dedent("""
+    import json, resource, torch
+    from us8k_lib.allocator import reuse_freed_memory
+
+    def faults_per_cycle(nbytes, warmup, measured=3):
+        counts = []
+        for i in range(warmup + measured):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t = torch.empty(nbytes // 4)
+            t.fill_(1.0)
+            del t
+            if i >= warmup:
+                counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return min(counts)
+
+    outside = faults_per_cycle(96 << 20, warmup=1)
+    with reuse_freed_memory() as took:
+        inside = faults_per_cycle(96 << 20, warmup=8)
+    print(json.dumps({"outside": outside, "inside": inside, "took": took}))
+""")
+
+
+@glibc_only
+def test_freed_blocks_are_reused_without_page_faults_inside_the_block() -> None:
+    out = subprocess.run([sys.executable, "-c", _MEASURE], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    pages = (96 << 20) // 4096
+    assert res["took"] is True
+    assert res["outside"] > pages // 2  # glibc's default: a fresh mmap, every page faulted in again
+    assert res["inside"] < pages // 20  # kept in the heap: the pages are already there
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+def test_settings_are_applied_once_and_restored_by_the_outermost_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = _FakeLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    with reuse_freed_memory() as took:
+        assert took is True
+        with reuse_freed_memory() as inner:
+            assert inner is True
+        assert libc.calls == [("mallopt", allocator._M_MMAP_MAX, 0),
+                              ("mallopt", allocator._M_TRIM_THRESHOLD, allocator.KEEP_BYTES)]
+    assert libc.calls[2:] == [("mallopt", allocator._M_MMAP_MAX, allocator._DEFAULT_MMAP_MAX),
+                              ("mallopt", allocator._M_TRIM_THRESHOLD, allocator._DEFAULT_TRIM_THRESHOLD),
+                              ("malloc_trim", 0)]
+    assert allocator._depth == 0
+
+
+def test_defaults_are_restored_when_the_block_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = _FakeLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    with pytest.raises(RuntimeError):
+        with reuse_freed_memory():
+            raise RuntimeError("training failed")
+    assert libc.calls[-1] == ("malloc_trim", 0) and allocator._depth == 0
+
+
+def test_disabled_or_unsupported_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = _FakeLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    with reuse_freed_memory(enabled=False) as took:
+        assert took is False
+    assert libc.calls == []
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    with reuse_freed_memory() as took:
+        assert took is False
+    assert allocator._depth == 0
