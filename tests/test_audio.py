@@ -259,6 +259,43 @@ def test_resample_accepts_read_only_and_float64_input():
     assert y.dtype == np.float32 and y.shape == (800,)
 
 
+@pytest.mark.parametrize("orig_sr, new_sr", [
+    (44100, 8000), (48000, 8000), (96000, 8000), (22050, 8000), (11025, 8000), (32000, 8000),
+    (16000, 8000), (24000, 8000), (12000, 8000), (88200, 8000), (8001, 8000), (8000, 16000),
+])
+@pytest.mark.parametrize("frames", [1, 37, 4410, 17_641])
+def test_resampler_matches_torchaudio(orig_sr, new_sr, frames):
+    # The phase-expanded kernel must compute torchaudio's resampling exactly (to float rounding),
+    # for every rate UrbanSound8K uses, any length, and several channels at once.
+    import torch
+    import torchaudio
+
+    x = torch.from_numpy(np.random.default_rng(frames).uniform(-1, 1, (3, frames)).astype(np.float32))
+    reference = torchaudio.transforms.Resample(orig_sr, new_sr, **audio.RESAMPLING)
+    with torch.inference_mode():
+        expected, got = reference(x), audio._resampler(orig_sr, new_sr)(x)
+        got_1d = audio._resampler(orig_sr, new_sr)(x[1])
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got_1d, expected[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_format_clip_pcm16_fast_path_equals_the_float_path(tmp_path, channels, sr):
+    # format_clip reads PCM_16 as int16 and downmixes before converting: the result must be bit
+    # for bit what read_wav (float32) -> to_mono -> resample -> pad_or_crop gives.
+    rng = np.random.default_rng(channels)
+    x = rng.integers(-32768, 32768, (sr * 2, channels)).astype(np.int16)
+    x[:50] = [-32768] * channels  # full-scale negative samples too
+    path = tmp_path / "clip.wav"
+    sf.write(path, x, sr, subtype="PCM_16")
+    decoded, rate = read_wav(path)
+    assert decoded.dtype == np.float32 and rate == sr
+    expected = pad_or_crop(resample(to_mono(decoded), sr, TARGET_SR), TARGET_LENGTH)
+    np.testing.assert_array_equal(format_clip(path), expected)
+
+
 def test_resampler_is_built_once_per_rate_pair():
     assert audio._resampler(44100, 8000) is audio._resampler(44100, 8000)
     assert audio._resampler(44100, 8000) is not audio._resampler(48000, 8000)

@@ -222,6 +222,11 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
     Used by notebook 3.
     """
+    return _decode(path, keep_int16=False)
+
+
+def _decode(path: str | Path, keep_int16: bool) -> tuple[np.ndarray, int]:
+    """read_wav, returning PCM_16 files' samples as int16 when ``keep_int16``."""
     path = _check_wav(path)
     try:
         f = sf.SoundFile(path)
@@ -230,8 +235,11 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     with f:
         _check_container(path, f.format)
         sr, subtype = f.samplerate, f.subtype
+        # libsndfile's int16 -> float32 conversion costs 5x the read itself (1.4 vs 0.2 ms for
+        # 4 s of 44.1 kHz stereo): format_clip converts after downmixing, to the same values.
+        dtype = "int16" if keep_int16 and subtype == "PCM_16" else "float32"
         try:
-            x = f.read(dtype="float32", always_2d=True)
+            x = f.read(dtype=dtype, always_2d=True)
         except (sf.SoundFileError, RuntimeError) as e:
             raise AudioError(path, f"cannot decode the audio data: {_libsndfile_detail(e)}") from None
     if x.shape[0] == 0:
@@ -277,11 +285,49 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return y
 
 
+class _Resampler:
+    """torchaudio's windowed-sinc resampling (:data:`RESAMPLING`), computed with more phases at once.
+
+    torchaudio reduces ``orig/new`` by their gcd and runs one strided convolution with one output
+    channel per output phase: 80 for 44.1 kHz -> 8 kHz, but a single one for 48 or 96 kHz
+    (6:1, 12:1), where PyTorch's CPU convolution runs at a tenth of its speed. Here the kernel is
+    repeated, each copy shifted by ``orig`` input samples, until there are at least
+    :attr:`PHASES` output channels; the sums are the same, so the output is bit for bit
+    torchaudio's (a test checks), 5-10x faster at 16, 24, 32, 48 and 96 kHz.
+    """
+
+    PHASES = 32
+
+    def __init__(self, orig_sr: int, new_sr: int) -> None:
+        reference = torchaudio.transforms.Resample(orig_sr, new_sr, **RESAMPLING)
+        gcd = math.gcd(orig_sr, new_sr)
+        self.orig, self.new, self.width = orig_sr // gcd, new_sr // gcd, int(reference.width)
+        kernel = reference.kernel  # [new, 1, taps]: one filter per output phase
+        self.copies = max(1, -(-self.PHASES // self.new))
+        if self.copies > 1:
+            taps = kernel.shape[-1]
+            wide = torch.zeros(self.new * self.copies, 1, taps + (self.copies - 1) * self.orig, dtype=kernel.dtype)
+            for q in range(self.copies):
+                wide[q * self.new : (q + 1) * self.new, :, q * self.orig : q * self.orig + taps] = kernel
+            kernel = wide
+        self.kernel = kernel
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Resample ``x [..., frames]`` along its last axis; same shape rules as torchaudio's."""
+        lead, length = x.shape[:-1], x.shape[-1]
+        x = x.reshape(-1, length)
+        # Same zero padding as torchaudio, plus room for the extra copies' later outputs.
+        padded = torch.nn.functional.pad(x, (self.width, self.width + self.orig * self.copies))
+        y = torch.nn.functional.conv1d(padded[:, None], self.kernel, stride=self.orig * self.copies)
+        y = y.transpose(1, 2).reshape(x.shape[0], -1)[:, : math.ceil(self.new * length / self.orig)]
+        return y.reshape(*lead, -1)
+
+
 @lru_cache(maxsize=64)
-def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
-    # The module precomputes its filter bank; UrbanSound8K has about a dozen sample rates, so
-    # building each once saves recomputing the kernel for each of the 8 732 clips.
-    return torchaudio.transforms.Resample(orig_sr, new_sr, **RESAMPLING)
+def _resampler(orig_sr: int, new_sr: int) -> _Resampler:
+    # The filter bank is computed once per rate pair: UrbanSound8K has about a dozen sample
+    # rates, so this saves recomputing the kernel for each of the 8 732 clips.
+    return _Resampler(orig_sr, new_sr)
 
 
 def _check_rate(name: str, sr: Any) -> int:
@@ -363,10 +409,25 @@ def format_clip(path: str | Path, *, sr: int = TARGET_SR, length: int = TARGET_L
 
     Used by notebook 3.
     """
-    x, orig_sr = read_wav(path)
-    y = pad_or_crop(resample(to_mono(x), orig_sr, sr), length)
+    x, orig_sr = _decode(path, keep_int16=True)
+    mono = _pcm16_to_mono(x) if x.dtype == np.int16 else to_mono(x)
+    y = pad_or_crop(resample(mono, orig_sr, sr), length)
     # A crop is a view into the longer resampled buffer: copy so the caller holds only `length`.
     return y.copy() if y.base is not None else y
+
+
+def _pcm16_to_mono(x: np.ndarray) -> np.ndarray:
+    """to_mono(x / 32768) for int16 ``(frames, channels)``, bit for bit: the int16 sums are exact
+    in float32, and scaling by a power of two before dividing by the channel count is what the
+    float path computes."""
+    f = x.astype(np.float32)  # one contiguous cast: 2x faster than casting strided columns
+    y = f[:, 0] + f[:, 1] if x.shape[1] > 1 else f[:, 0].copy()
+    for c in range(2, x.shape[1]):
+        y += f[:, c]
+    y *= np.float32(1 / 32768)
+    if x.shape[1] > 1:
+        y /= np.float32(x.shape[1])
+    return y
 
 
 def naive_decimate(x: np.ndarray, factor: int = 5) -> np.ndarray:
