@@ -57,3 +57,7 @@ class UnsafeArchiveError(US8KError):
 
 class CacheError(US8KError):
     """A preprocessing cache is corrupt or stale (callers rebuild it)."""
+
+
+class CheckpointError(US8KError):
+    """A file is not a usable checkpoint, or does not match the run it should continue."""

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from tqdm.auto import tqdm
 
 from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.errors import US8KError
+from us8k_lib.errors import CheckpointError, US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import M5, M5Config
 
@@ -54,10 +54,6 @@ CHECKPOINT_VERSION = 1
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
 #: Config fields that do not change the numbers a run produces, so a resume may change them.
 _RESUMABLE_CHANGES = ("workers",)
-
-
-class CheckpointError(US8KError):
-    """A file is not a usable checkpoint, or does not match the run it should continue."""
 
 
 @dataclass
