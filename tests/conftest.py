@@ -33,3 +33,28 @@ def shared_reference() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/reference not present (reference material only exists on dev machines)")
     return SHARED
+
+
+class FakeLibc:
+    """Records the mallopt / malloc_trim calls us8k_lib.allocator makes (see the fake_libc fixture)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.fixture()
+def fake_libc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
+    """us8k_lib.allocator talks to this recorder instead of glibc, on any platform."""
+    from us8k_lib import allocator
+
+    libc = FakeLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    return libc

@@ -50,22 +50,8 @@ def test_freed_blocks_are_reused_without_page_faults_inside_the_block() -> None:
     assert res["inside"] < pages // 20  # kept in the heap: the pages are already there
 
 
-class _FakeLibc:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def mallopt(self, param: int, value: int) -> int:
-        self.calls.append(("mallopt", param, value))
-        return 1
-
-    def malloc_trim(self, pad: int) -> int:
-        self.calls.append(("malloc_trim", pad))
-        return 1
-
-
-def test_settings_are_applied_once_and_restored_by_the_outermost_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    libc = _FakeLibc()
-    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc) -> None:
+    libc = fake_libc
     with reuse_freed_memory() as took:
         assert took is True
         with reuse_freed_memory() as inner:
@@ -78,18 +64,16 @@ def test_settings_are_applied_once_and_restored_by_the_outermost_block(monkeypat
     assert allocator._depth == 0
 
 
-def test_defaults_are_restored_when_the_block_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    libc = _FakeLibc()
-    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+def test_defaults_are_restored_when_the_block_raises(fake_libc) -> None:
+    libc = fake_libc
     with pytest.raises(RuntimeError):
         with reuse_freed_memory():
             raise RuntimeError("training failed")
     assert libc.calls[-1] == ("malloc_trim", 0) and allocator._depth == 0
 
 
-def test_disabled_or_unsupported_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    libc = _FakeLibc()
-    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+def test_disabled_or_unsupported_is_a_no_op(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = fake_libc
     with reuse_freed_memory(enabled=False) as took:
         assert took is False
     assert libc.calls == []

@@ -362,27 +362,15 @@ def test_train_command_stops_on_a_bad_clip_or_skips_it_by_name(tiny_root: Path, 
     assert [s["file"] for s in metrics["skipped"]] == [bad]
 
 
-def test_fit_on_cpu_trains_with_freed_memory_kept(tiny_root: Path, cache_dir: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_on_cpu_trains_with_freed_memory_kept(tiny_root: Path, cache_dir: Path, fake_libc) -> None:
     # fit must run its epochs inside allocator.reuse_freed_memory on a CPU (the speed-up P3 of
     # the benchmark measures) and restore glibc's defaults when it returns.
     from us8k_lib import allocator
 
-    calls: list[tuple] = []
-
-    class FakeLibc:
-        def mallopt(self, param: int, value: int) -> int:
-            calls.append(("mallopt", param, value))
-            return 1
-
-        def malloc_trim(self, pad: int) -> int:
-            calls.append(("malloc_trim", pad))
-            return 1
-
-    monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
     depth_during_epochs = []
     fit(TrainConfig(epochs=1, **SMALL), tiny_root, cache_dir=cache_dir, progress=False, verbose=False,
         callback=lambda row: depth_during_epochs.append(allocator._depth))
     assert depth_during_epochs == [1]
+    calls = fake_libc.calls
     assert calls[0] == ("mallopt", allocator._M_MMAP_MAX, 0) and calls[-1] == ("malloc_trim", 0)
     assert allocator._depth == 0
