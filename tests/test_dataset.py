@@ -171,6 +171,7 @@ def test_changed_file_invalidates(small, change: str, monkeypatch: pytest.Monkey
     root, rows, cache_dir = small
     old = build_cache(root, rows, cache_dir=cache_dir, progress=False)
     fold, name = rows.loc[3, ["fold", "slice_file_name"]]
+    old_row = _cached_by_name(old)[name].copy()
     path = clip_path(root, fold, name)
     st = path.stat()
     if change == "mtime":
@@ -186,7 +187,28 @@ def test_changed_file_invalidates(small, change: str, monkeypatch: pytest.Monkey
     assert len(counter.calls) == len(rows)
     np.testing.assert_array_equal(_cached_by_name(new)[name], counter.real(path))
     if change == "content":
-        assert not np.array_equal(_cached_by_name(new)[name], _cached_by_name(old)[name])
+        assert not np.array_equal(_cached_by_name(new)[name], old_row)
+    # The old cache can never be valid again: it is removed, and only the new one remains.
+    assert not old.path.exists() and _cache_folders(cache_dir) == [new.path]
+
+
+def test_only_superseded_caches_are_removed(small, capsys: pytest.CaptureFixture) -> None:
+    # Caches of other parameters or other clip lists are kept when a new cache is built; the
+    # one for the same clips and parameters under an old FORMAT_VERSION is removed, and said.
+    root, rows, cache_dir = small
+    other_length = build_cache(root, rows, cache_dir=cache_dir, progress=False, length=16000)
+    subset = build_cache(root, rows.iloc[:4], cache_dir=cache_dir, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dataset, "FORMAT_VERSION", dataset.FORMAT_VERSION - 1)
+        older = build_cache(root, rows, cache_dir=cache_dir, progress=False)
+    capsys.readouterr()
+    current = build_cache(root, rows, cache_dir=cache_dir, progress=False)
+    assert _cache_folders(cache_dir) == sorted([other_length.path, subset.path, current.path])
+    assert not older.path.exists()
+    assert f"Removed the superseded cache {older.path.name}" in capsys.readouterr().out
+    by_name = _cached_by_name(current)
+    for name, row in _cached_by_name(subset).items():  # the kept ones still read
+        np.testing.assert_array_equal(row, by_name[name])
 
 
 def test_changed_formatting_parameters_invalidate(small, monkeypatch: pytest.MonkeyPatch) -> None:

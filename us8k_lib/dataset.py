@@ -16,8 +16,10 @@ Cache layout (``<cache_dir>/<key>/``)::
 
 The key hashes the dataset folder, the sorted file list with each file's size and mtime_ns, and the
 formatting parameters (sample rate, length, :data:`FORMAT_VERSION`), so a changed clip or a changed
-recipe gets a new cache. A cache is built in a uniquely named temporary folder beside its final
-place and renamed into place when finished; a partial or damaged one is reported and rebuilt.
+recipe gets a new cache; the cache it supersedes (same clips and parameters) is then removed, so
+stale 1.1 GB copies do not pile up. A cache is built in a uniquely named temporary folder beside
+its final place and renamed into place when finished; a partial or damaged one is reported and
+rebuilt.
 """
 
 from __future__ import annotations
@@ -301,6 +303,34 @@ def _open_existing(folder: Path, key: str, root: Path, sr: int, length: int, n_r
                           skipped=skipped, _data_offset=offset)
 
 
+def _remove_superseded(keep: Path, root: Path, rows: pd.DataFrame, sr: int, length: int) -> None:
+    """Delete the other caches of exactly these clips and parameters, printing each one.
+
+    A cache whose key differs for the same clips and parameters was built before a clip changed
+    or before :data:`FORMAT_VERSION` did: it can never be used again, and on the full dataset
+    each one is 1.1 GB. Caches of other datasets, other clip lists or other parameters stay.
+    """
+    names, folds = rows["slice_file_name"].tolist(), rows["fold"].tolist()
+    for folder in keep.parent.iterdir():
+        if folder == keep or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            index = json.loads((folder / INDEX_NAME).read_text())
+            same = (index["root"] == str(root) and index["sr"] == sr and index["length"] == length
+                    and index["rows"]["fold"] == folds and index["rows"]["slice_file_name"] == names)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unfinished, damaged or not a cache: not ours to judge here
+        if same:
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(folder, trash)  # atomic: no half-deleted cache is ever visible
+            except OSError:
+                continue  # another process got there first
+            shutil.rmtree(trash, ignore_errors=True)
+            print(f"Removed the superseded cache {folder.name} ({size / 1e9:.2f} GB) of the same clips.")
+
+
 def _remove_stale_temporaries(cache_dir: Path) -> None:
     """Delete leftovers of builds whose process is gone (a crash or kill mid-build)."""
     for p in cache_dir.glob(".tmp-*"):
@@ -450,6 +480,7 @@ def _build(folder: Path, key: str, root: Path, rows: pd.DataFrame, sr: int, leng
             if not (folder / COMPLETE_NAME).is_file():  # not just another process finishing first
                 raise
         _fsync_dir(folder.parent)
+        _remove_superseded(folder, root, rows, sr, length)
         if skipped:
             print(f"Skipped {len(skipped)} clip(s) that could not be formatted: "
                   + ", ".join(s["slice_file_name"] for s in skipped))
