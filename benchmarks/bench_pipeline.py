@@ -8,21 +8,26 @@ temporary folder, then measures in one run, on those same files:
   P1  epoch data throughput through a DataLoader (clips/s): the tutorial's per-item Dataset
       (decode every item with soundfile, downmix, zero-pad/crop to 160 000, keep every 5th
       sample, 1 worker, batch 128) vs our US8KDataset reading the cache, loaded the way ``fit``
-      loads it. Target >= 100x.
+      loads it (inside ``reuse_freed_memory``, epochs repeated for half a second per round, since
+      one takes tens of milliseconds). Target >= 100x.
   P2  first-pass preprocessing (build_cache) clips/s vs the floor of bare
       ``soundfile.read(dtype="float32")`` of the same files with the same number of workers (the
-      faster of a thread and a process pool; the sequential floor is printed too). Target >= 0.5x.
+      faster of a thread and a process pool; the sequential floor is printed too). Pending disk
+      writes are flushed before each timed build. Target >= 0.5x.
   P3  M5 training clips/s, our training step (as ``train.fit`` runs it on a CPU: fp32, logits +
-      cross-entropy, Adam) vs the tutorial's fp32 loop (log_softmax + nll_loss, Adam lr 0.01),
-      both at batch 128 on the same inputs; achieved GFLOP/s (torch's flop counter: convolutions
-      and matmuls of forward + backward) as a share of this machine's fp32 matmul rate.
+      cross-entropy, Adam, inside ``reuse_freed_memory``) vs the tutorial's fp32 loop
+      (log_softmax + nll_loss, Adam lr 0.01, glibc's default allocator), each variant in a fresh
+      process, alternating, on the same inputs: at batch 128 (the tutorial's; the P3 figure) and
+      at fit's batch size; achieved GFLOP/s (torch's flop counter: convolutions and matmuls of
+      forward + backward) as a share of this machine's fp32 matmul rate.
       ``--compile`` adds M5 under torch.compile. bf16 autocast is not timed: without AVX512-BF16
       or AMX it is emulated and about 5x slower than fp32 (train.py leaves it off there).
       Target >= 1.5x.
   P5  peak resident memory (VmHWM) of a training process going through an epoch over a
       full-size cache (8 732 x 32 000 float32 = 1.1 GB, written directly, not decoded from
       audio), in a fresh subprocess with fit's batch size and loader: first the data alone
-      (every clip), then a few training steps (every step would take an hour here).
+      (every clip), then a few training steps (every step would take an hour here); then again
+      with glibc's default allocator, to show what ``reuse_freed_memory`` costs in memory.
       Target <= 1.5 GB.
 
 Timings are best-of-N with the compared variants interleaved, so a noisy neighbour hurts both
@@ -141,6 +146,44 @@ def _flush_writes() -> None:
     cache writes while it flushes the generator's (or the last build's) hundreds of MB."""
     if hasattr(os, "sync"):
         os.sync()
+
+
+def per_call_ms(fn: Callable[[], object], reps: int = 20) -> float:
+    """Best of ``reps`` calls of ``fn``, in milliseconds, after one warm-up call."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * min(ts)
+
+
+def p2_details(path: str) -> list[tuple[str, str, str]]:
+    """Single-thread costs behind P2: decoding one clip as float32 (libsndfile converts) or as
+    int16 (format_clip's path for PCM_16), and resampling 4 s of mono audio to 8 kHz with
+    torchaudio's Resample call or with audio.resample (the same kernel, more phases at once)."""
+    import torchaudio
+
+    rows = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each cache-build worker runs
+    try:
+        as_float = per_call_ms(lambda: sf.read(path, dtype="float32"))
+        as_int16 = per_call_ms(lambda: sf.read(path, dtype="int16"))
+        rows.append(("P2 detail", "decode one clip (1 thread): float32 via libsndfile vs int16",
+                     f"{as_float:.2f} vs {as_int16:.2f} ms ({as_float / as_int16:.1f}x)"))
+        for sr in (44100, 48000, 96000):
+            x = np.random.default_rng(sr).uniform(-0.5, 0.5, sr * 4).astype(np.float32)
+            reference = torchaudio.transforms.Resample(sr, audio.TARGET_SR, **audio.RESAMPLING)
+            with torch.inference_mode():
+                ta = per_call_ms(lambda: reference(torch.from_numpy(x)))
+            ours = per_call_ms(lambda: audio.resample(x, sr, audio.TARGET_SR))
+            rows.append(("P2 detail", f"resample 4 s, {sr // 1000} kHz -> 8 kHz (1 thread): torchaudio "
+                         "Resample vs audio.resample", f"{ta:.2f} vs {ours:.2f} ms ({ta / ours:.1f}x)"))
+    finally:
+        torch.set_num_threads(before)
+    return rows
 
 
 def _read_float32(path: str) -> int:
@@ -288,11 +331,12 @@ def p3_child(variant: str, batch: int, steps: int) -> None:
     print(json.dumps({"times": times, "setup": setup}))
 
 
-def run_p3_child(variant: str, batch: int, steps: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--p3-child", variant, str(batch), str(steps)],
-                          stdout=subprocess.PIPE, text=True)
+def run_child(flag: str, *args: object) -> dict:
+    """Run this script with ``flag`` and ``args`` in a fresh Python process; return its last
+    stdout line, parsed as JSON."""
+    proc = subprocess.run([sys.executable, __file__, flag, *map(str, args)], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"P3 subprocess ({variant}, batch {batch}) failed with exit code {proc.returncode}")
+        raise SystemExit(f"{flag} {' '.join(map(str, args))}: subprocess failed with exit code {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -335,13 +379,13 @@ def _status_kb(pid: int | str, field: str) -> int:
     return 0
 
 
-def p5_child(root: str, cache_dir: str, fwd_batches: int) -> None:
+def p5_child(root: str, cache_dir: str, fwd_batches: int, keep_freed: bool = True) -> None:
     """An epoch over the full-size cache as fit loads it (training folds 1-9, then the test fold),
     then training steps on a few batches (all of them would take an hour on a CPU).
 
     Phase order matters: VmHWM only grows, so reading it after the data-only phase isolates what
     the data pipeline costs from what M5's activations cost."""
-    with reuse_freed_memory():  # as fit does on a CPU
+    with reuse_freed_memory(keep_freed):  # on, as fit runs on a CPU; off to show what it costs
         config = TrainConfig()
         meta = load_metadata(root)
         train = US8KDataset(root, config.folds_to_train, metadata=meta, cache_dir=cache_dir, progress=False)
@@ -377,16 +421,11 @@ def p5_child(root: str, cache_dir: str, fwd_batches: int) -> None:
     }))
 
 
-def run_p5(folder: Path, fwd_batches: int) -> dict:
+def run_p5(folder: Path, fwd_batches: int) -> tuple[dict, dict]:
+    """Return the P5 child's report as fit runs (freed memory kept), then with glibc's defaults."""
     root, cache_dir = make_full_size_cache(folder)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--p5-child", str(root), str(cache_dir), str(fwd_batches)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"P5 subprocess failed with exit code {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1])
+    return (run_child("--p5-child", root, cache_dir, fwd_batches, 1),
+            run_child("--p5-child", root, cache_dir, fwd_batches, 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,14 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per variant (default 2, --quick 1)")
     parser.add_argument("--compile", action="store_true",
                         help="also time M5 under torch.compile in P3 (compiling takes minutes on 2 cores)")
-    parser.add_argument("--p5-child", nargs=3, metavar=("ROOT", "CACHE", "FWD"), help=argparse.SUPPRESS)
+    parser.add_argument("--p5-child", nargs=4, metavar=("ROOT", "CACHE", "FWD", "KEEP"), help=argparse.SUPPRESS)
     parser.add_argument("--p3-child", nargs=3, metavar=("VARIANT", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.p3_child:
         p3_child(args.p3_child[0], int(args.p3_child[1]), int(args.p3_child[2]))
         return 0
     if args.p5_child:
-        p5_child(args.p5_child[0], args.p5_child[1], int(args.p5_child[2]))
+        p5_child(args.p5_child[0], args.p5_child[1], int(args.p5_child[2]), bool(int(args.p5_child[3])))
         return 0
 
     n_clips = args.clips or (256 if args.quick else 1024)
@@ -451,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "resample+pad, write)", f"{build_rate:,.0f} clips/s"),
                  ("P2 first pass", f"ratio vs the faster {w}-worker floor (vs sequential: {build_rate / seq_rate:.2f}x)",
                   f"{p2:.2f}x  (target >= 0.5x)")]
+        rows += p2_details(paths[0])
         print(f"P2 done ({time.perf_counter() - began:.0f} s)", flush=True)
 
         # ---- P1: epoch data throughput ------------------------------------------------------
@@ -510,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         setup: dict[str, float] = {}
         for _ in range(2):
             for v in variants:
-                res = run_p3_child(v, batch, n_steps)
+                res = run_child("--p3-child", v, batch, n_steps)
                 times[v] += res["times"]
                 setup[v] = res["setup"]
         rate = {v: batch / best(t) for v, t in times.items()}
@@ -532,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- P5: memory ----------------------------------------------------------------------------
     with tempfile.TemporaryDirectory(prefix="us8k-bench-p5-") as tmp_name:
-        res = run_p5(Path(tmp_name), fwd_batches=3)
+        res, res_default = run_p5(Path(tmp_name), fwd_batches=3)
     p5 = res["hwm_kb"] * 1024 / 1e9
     gb = lambda kb: kb * 1024 / 1e9  # noqa: E731
     rows.append(("P5 memory", f"cache {res['cache_bytes'] / 1e9:.2f} GB, batch {res['batch_size']}, "
@@ -542,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{gb(res['data_hwm_kb']):.2f} GB (+{gb(res['data_hwm_kb'] - res['start_rss_kb']):.2f} GB)"))
     rows.append(("P5 memory", f"peak RSS of the training process, after {res['fwd_batches']} training steps "
                  f"({res['seconds']:.0f} s in all)", f"{p5:.2f} GB  (target <= 1.5 GB)"))
+    rows.append(("P5 memory", "the same with glibc's default allocator (what reuse_freed_memory costs)",
+                 f"{gb(res_default['hwm_kb']):.2f} GB ({p5 - gb(res_default['hwm_kb']):+.2f} GB)"))
 
     width = max(len(r[1]) for r in rows)
     print()
