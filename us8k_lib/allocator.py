@@ -5,15 +5,16 @@ above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and gives it back
 when the tensor dies, so each training step asks the kernel for M5's activations again (the first
 block's output alone is 65 MB at batch 16) and pays a page fault, and the zeroing of a page, for
 every 4 KiB of them. On the 2-core machine this project is developed on, that kernel time was a
-third of a training run: M5 trained at 34 clips/s at batch 16, and at 51 clips/s with freed memory
-kept in the heap (``benchmarks/bench_pipeline.py`` measures it as P3).
+third of a training run. ``benchmarks/bench_pipeline.py`` (P3, batch 16) measured the tutorial's
+loop with glibc's defaults at 30 clips/s and fit's step with freed memory kept at 47-49 clips/s;
+the two run the same convolutions.
 
 :func:`reuse_freed_memory` turns glibc's mmap path off and raises its trim threshold for the
 duration of a ``with`` block, then restores glibc's defaults and asks glibc to return free memory
 to the operating system (``malloc_trim``; pages glibc cannot release stay with the process until
 it reuses them). The price: PyTorch's 64-byte-aligned blocks fragment the heap a little, so peak
-memory is higher (M5 at batch 16: 1.12 -> 1.37 GB peak RSS on a CPU); the benchmark's P5
-measures it with this on. Elsewhere (macOS, Windows, musl) it does nothing: their allocators, or
+memory is higher: the benchmark's P5 measures a training process both ways (1.30 vs 1.17 GB peak
+RSS at batch 16). Elsewhere (macOS, Windows, musl) it does nothing: their allocators, or
 PyTorch's, behave differently and were not measured.
 
 The cache build (:func:`us8k_lib.dataset.build_cache`) uses it too: every clip's decode buffers

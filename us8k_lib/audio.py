@@ -235,8 +235,9 @@ def _decode(path: str | Path, keep_int16: bool) -> tuple[np.ndarray, int]:
     with f:
         _check_container(path, f.format)
         sr, subtype = f.samplerate, f.subtype
-        # libsndfile's int16 -> float32 conversion costs 5x the read itself (1.4 vs 0.2 ms for
-        # 4 s of 44.1 kHz stereo): format_clip converts after downmixing, to the same values.
+        # Decoding as float32 (libsndfile converts) took 3.7x as long as as int16 for 4 s of
+        # 44.1 kHz stereo (benchmark, P2 detail): format_clip converts after downmixing, to the
+        # same values.
         dtype = "int16" if keep_int16 and subtype == "PCM_16" else "float32"
         try:
             x = f.read(dtype=dtype, always_2d=True)
@@ -293,8 +294,8 @@ class _Resampler:
     (6:1, 12:1), where PyTorch's CPU convolution runs at a tenth of its speed. Here the kernel is
     repeated, each copy shifted by ``orig`` input samples, until there are at least
     :attr:`PHASES` output channels. Each output is the same sum of the same products, so it
-    matches torchaudio's to float rounding (a test checks 12 rate pairs), and it is 5-10x faster
-    from 16, 24, 32, 48 and 96 kHz (measured on 2 CPU cores; 44.1 kHz already had 80 phases).
+    matches torchaudio's to float rounding (a test checks 12 rate pairs), and it is 8-11x faster
+    from 48 and 96 kHz (benchmark, P2 detail; 44.1 kHz already had 80 phases, same speed).
     """
 
     PHASES = 32

@@ -648,7 +648,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
     amp = decide_amp(device, config.amp)
 
     # On a CPU, keeping freed activations in the heap saves re-faulting them in every step
-    # (see us8k_lib.allocator: 34 -> 47-51 clips/s at batch 16 on a 2-core machine).
+    # (see us8k_lib.allocator: 30 -> 47-49 clips/s at batch 16 on a 2-core machine).
     with _deterministic(device), reuse_freed_memory(device.type == "cpu"):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
