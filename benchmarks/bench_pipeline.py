@@ -64,7 +64,8 @@ from us8k_lib.dataset import US8KDataset, build_cache, collate_clips
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import M5
 from us8k_lib.paths import clip_path
-from us8k_lib.train import TrainConfig, make_loader
+from us8k_lib.dataset import make_loader
+from us8k_lib.train import TrainConfig
 
 SR, CHANNELS, SECONDS = 44100, 2, 4.0
 BATCH = 128  # the tutorial's batch size, used for P1 and P3

@@ -17,18 +17,13 @@ from torch.utils.data import DataLoader
 
 from us8k_lib import cli
 from us8k_lib.metadata import CLASSES
-from us8k_lib.train import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    TrainConfig,
-    choose_device,
-    decide_amp,
-    evaluate,
-    fit,
-    load_checkpoint,
-    make_loader,
-    predict_files,
-)
+from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from us8k_lib.dataset import make_loader
+from us8k_lib.devices import choose_device, decide_amp
+from us8k_lib.errors import CheckpointError
+from us8k_lib.evaluate import evaluate
+from us8k_lib.predict import predict_files
+from us8k_lib.train import TrainConfig, fit
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from us8k_lib.train import predict_command
+    from us8k_lib.predict import predict_command
 
     return predict_command(args)
 

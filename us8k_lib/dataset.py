@@ -29,6 +29,7 @@ import hashlib
 import json
 import mmap
 import os
+import random
 import shutil
 import sys
 import time
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 from tqdm.auto import tqdm
 
 from us8k_lib import audio
@@ -659,3 +660,35 @@ class US8KDataset(Dataset):
     def __repr__(self) -> str:
         return (f"US8KDataset({len(self)} clips, folds {self.folds}, root={str(self.root)!r}, "
                 f"cache={str(self.cache.path)!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading batches for training and evaluation
+
+
+def _collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, tuple):  # already stacked by _PermutedLabels.__getitems__
+        return batch
+    return collate_clips(batch)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker's torch seed comes from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
+                workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
+    """Return a DataLoader suited to ``device``: pinned memory on CUDA, seeded shuffling.
+
+    Used by notebook 5.
+    """
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        pin_memory=device.type == "cuda", collate_fn=_collate,
+    )

@@ -1,4 +1,4 @@
-"""Train M5 on some folds, test it on a held-out fold, save and resume runs, and predict files.
+"""Train M5 on some folds, test it on a held-out fold, and save and resume runs.
 
 The recipe (see :class:`TrainConfig`): each clip scaled to unit RMS inside the model, Adam with
 weight decay 1e-4 and a one-cycle learning-rate schedule stepped after every batch; one line per
@@ -13,21 +13,17 @@ epoch, history, config and every random-number-generator state), ``history.json`
 interrupted run can be resumed and finishes with the same weights as one that never stopped
 (bit for bit on CPU).
 
-Used by notebook 5 and by ``python -m us8k_lib train`` / ``predict``.
+Used by notebook 5 and by ``python -m us8k_lib train``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,21 +32,31 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from us8k_lib.allocator import reuse_freed_memory
+from us8k_lib.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    write_atomic,
+    write_json,
+)
+from us8k_lib.dataset import make_loader
+from us8k_lib.devices import autocast, choose_device, decide_amp, deterministic
 from us8k_lib.errors import CheckpointError, US8KError
+from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import M5, M5Config
 
-CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.csv"
-#: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
-CHECKPOINT_FORMAT = "us8k-m5-checkpoint"
-CHECKPOINT_VERSION = 1
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
 #: Config fields that do not change the numbers a run produces, so a resume may change them.
 _RESUMABLE_CHANGES = ("workers",)
@@ -153,66 +159,6 @@ class TrainConfig:
         return cls(**d)
 
 
-# ---------------------------------------------------------------------------------------------
-# Device and mixed precision
-
-
-def choose_device(preference: str = "auto") -> torch.device:
-    """Return the device to train on: CUDA if available, else Apple MPS, else CPU.
-
-    ``preference`` other than ``"auto"`` (e.g. ``"cpu"``) is used as given. Used by notebook 5.
-    """
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Return True if this CPU has bf16 arithmetic instructions (AVX512-BF16, AMX-BF16, ARM BF16).
-
-    Without them PyTorch emulates bf16 and autocast is slower than fp32: M5 training on an
-    AVX2-only 2-core AMD EPYC ran 29 clips/s in fp32 and 5 clips/s with bf16 autocast. Used by
-    notebook 5.
-    """
-    caps = torch.cpu.get_capabilities()
-    return any(bool(caps.get(flag, False)) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
-
-
-def decide_amp(device: torch.device, requested: bool = True) -> bool:
-    """Return whether to train with bf16 autocast on ``device``.
-
-    Only where the hardware runs bf16 natively: CUDA GPUs that support it, CPUs per
-    :func:`cpu_has_native_bf16`; never on MPS (not measured) or when ``requested`` is False.
-    Used by notebook 5.
-    """
-    if not requested:
-        return False
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        return cpu_has_native_bf16()
-    return False
-
-
-def _autocast(device: torch.device, enabled: bool) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """Use deterministic algorithms on CPU for the duration (restoring the caller's setting)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    try:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -234,245 +180,6 @@ class _PermutedLabels(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([self.base[int(i)][0] for i in indices])
         return x, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
-
-
-def _collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    from us8k_lib.dataset import collate_clips
-
-    if isinstance(batch, tuple):  # already stacked by _PermutedLabels.__getitems__
-        return batch
-    return collate_clips(batch)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Each worker's torch seed comes from the loader's generator; numpy and random follow it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
-                workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
-    """Return a DataLoader suited to ``device``: pinned memory on CUDA, seeded shuffling.
-
-    Used by notebook 5.
-    """
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
-        pin_memory=device.type == "cuda", collate_fn=_collate,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@dataclass
-class EvalResult:
-    """How a model did on a set of clips.
-
-    Attributes:
-        accuracy: share of clips whose top class is right.
-        loss: mean cross-entropy.
-        per_class: one row per class (index: class name): ``clips``, ``correct``, ``accuracy``
-            (NaN for a class without clips).
-        confusion: ``[n_classes, n_classes]`` counts; row = true class, column = predicted.
-        predictions: one row per clip: ``file``, ``fold``, ``true``, ``predicted`` (class
-            names), ``probability`` (softmax probability of the predicted class), ``correct``.
-    """
-
-    accuracy: float
-    loss: float
-    per_class: pd.DataFrame
-    confusion: np.ndarray
-    predictions: pd.DataFrame
-
-    @property
-    def n_clips(self) -> int:
-        """Number of clips evaluated."""
-        return len(self.predictions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the numbers as JSON-friendly values (what metrics.json holds)."""
-        return {
-            "accuracy": self.accuracy,
-            "loss": self.loss,
-            "n_clips": self.n_clips,
-            "per_class_accuracy": {c: (None if math.isnan(a) else a) for c, a in self.per_class["accuracy"].items()},
-            "confusion": self.confusion.tolist(),
-            "classes": list(self.per_class.index),
-        }
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
-             batch_size: int = 64, amp: bool = False, progress: bool = False,
-             classes: Sequence[str] = CLASSES) -> EvalResult:
-    """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
-
-    Args:
-        model: returns logits ``[batch, n_classes]``; it is put in eval mode and left there.
-        data: a :class:`us8k_lib.dataset.US8KDataset` (its ``.table`` names the clips) or any
-            dataset of ``(waveform, classID)`` items, or a DataLoader without shuffling.
-        device: where to run; default the model's device.
-        batch_size: clips per forward pass (only used when ``data`` is a dataset).
-        amp: bf16 autocast (see :func:`decide_amp`).
-        progress: show a tqdm progress bar.
-        classes: class names, index = classID.
-
-    Returns:
-        An :class:`EvalResult`. Used by notebook 5.
-    """
-    if isinstance(data, DataLoader):
-        if not isinstance(data.sampler, SequentialSampler):
-            raise ValueError("evaluate() needs a DataLoader without shuffling "
-                             "(its rows must match the dataset's table)")
-        loader, dataset = data, data.dataset
-    else:
-        dataset = data
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if not isinstance(data, DataLoader):
-        loader = make_loader(dataset, batch_size, shuffle=False, device=device, workers=0)
-    model.eval()
-    losses, preds, probs, trues = [], [], [], []
-    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        x = x.to(device, non_blocking=device.type == "cuda")
-        y = y.to(device, non_blocking=device.type == "cuda")
-        with _autocast(device, amp):
-            logits = model(x)
-        logits = logits.float()
-        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
-        p = logits.softmax(dim=1)
-        top_p, top = p.max(dim=1)
-        preds.append(top.cpu())
-        probs.append(top_p.cpu())
-        trues.append(y.cpu())
-    y_true = torch.cat(trues).numpy() if trues else np.zeros(0, dtype=np.int64)
-    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-    p_pred = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
-    n = len(classes)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    clips = confusion.sum(axis=1)
-    correct = np.diag(confusion)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_acc = np.where(clips > 0, correct / np.maximum(clips, 1), np.nan)
-    per_class = pd.DataFrame({"clips": clips, "correct": correct, "accuracy": per_acc},
-                             index=pd.Index(list(classes), name="class"))
-    table = getattr(dataset, "table", None)
-    files = table["slice_file_name"].astype(str).to_numpy() if table is not None else np.arange(len(y_true)).astype(str)
-    folds = table["fold"].to_numpy() if table is not None else np.zeros(len(y_true), dtype=np.int64)
-    names = np.asarray(classes, dtype=object)
-    predictions = pd.DataFrame({
-        "file": files, "fold": folds, "true": names[y_true], "predicted": names[y_pred],
-        "probability": p_pred.astype(np.float64), "correct": y_true == y_pred,
-    })
-    total = len(y_true)
-    return EvalResult(
-        accuracy=float(correct.sum() / total) if total else float("nan"),
-        loss=float(sum(losses) / total) if total else float("nan"),
-        per_class=per_class, confusion=confusion, predictions=predictions,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints and atomic files
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write ``path`` via a temporary file in the same folder, then rename it into place.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Save a checkpoint dict atomically (temp file + ``os.replace``). Used by notebook 5."""
-    _write_atomic(Path(path), lambda f: torch.save(state, f))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    _write_atomic(path, lambda f: f.write(text), mode="w")
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`fit`.
-
-    Loading uses ``weights_only=True``: a checkpoint from elsewhere cannot run code.
-
-    Raises:
-        CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
-
-    Used by notebook 5 and ``predict``.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is not a file (expected a {CHECKPOINT_NAME} written by train)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or damaged files
-        # torch's own message for a foreign pickle suggests weights_only=False, which would let
-        # the file run code: not advice to pass on, so only its type is shown.
-        raise CheckpointError(
-            f"{path}: not a checkpoint written by train (torch.load cannot read it: {type(exc).__name__})"
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a checkpoint written by train (no '{CHECKPOINT_FORMAT}' marker)")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
-    missing = [k for k in ("model", "model_config", "config", "epoch", "history", "classes") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: damaged checkpoint, missing {missing}")
-    return ckpt
-
-
-def load_model(checkpoint: str | Path | dict[str, Any]) -> M5:
-    """Return the M5 stored in a checkpoint, on CPU, in eval mode. Used by notebook 5."""
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    model = M5(M5Config(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
-
-
-def _rng_states(generator: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        # plain Python types, so the checkpoint loads with weights_only=True
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": random.getstate(),
-        "loader": generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    generator.set_state(states["loader"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +281,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
     for i, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=non_blocking)
         y = y.to(device, non_blocking=non_blocking)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -649,7 +356,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
 
     # On a CPU, keeping freed activations in the heap saves re-faulting them in every step
     # (see us8k_lib.allocator: 30 -> 47-49 clips/s at batch 16 on a 2-core machine).
-    with _deterministic(device), reuse_freed_memory(device.type == "cpu"):
+    with deterministic(device), reuse_freed_memory(device.type == "cpu"):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
@@ -673,7 +380,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
             scheduler.load_state_dict(ckpt["scheduler"])
             history = list(ckpt["history"])
             start_epoch = int(ckpt["epoch"])
-            _restore_rng_states(ckpt["rng"], generator)
+            restore_rng_states(ckpt["rng"], generator)
             if verbose:
                 print(f"Resuming {ckpt_path} after epoch {start_epoch}/{config.epochs}.")
         if out_dir is not None:
@@ -712,7 +419,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
                     "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "history": history, "config": config.to_dict(),
-                    "rng": _rng_states(generator), "classes": list(CLASSES),
+                    "rng": rng_states(generator), "classes": list(CLASSES),
                     "sr": int(test_ds.cache.sr) if hasattr(test_ds, "cache") else 8000,
                     "length": int(test_ds.cache.length) if hasattr(test_ds, "cache") else 32000,
                 }
@@ -733,53 +440,16 @@ _HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test
 
 def _write_run_files(out_dir: Path, config: TrainConfig, history: list[dict[str, Any]], evaluation: EvalResult,
                      device: torch.device, amp: bool, skipped: list[tuple[str, str]], root: Path) -> None:
-    _write_json(out_dir / HISTORY_NAME, history)
+    write_json(out_dir / HISTORY_NAME, history)
     metrics = {
         "epoch": history[-1]["epoch"], "epochs": config.epochs, "test_fold": config.test_fold,
         "test": evaluation.to_dict(), "device": device.type, "amp": amp, "root": str(root),
         "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),
     }
-    _write_json(out_dir / METRICS_NAME, metrics)
+    write_json(out_dir / METRICS_NAME, metrics)
     csv = evaluation.predictions.to_csv(index=False)
-    _write_atomic(out_dir / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
+    write_atomic(out_dir / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
 
-
-# ---------------------------------------------------------------------------------------------
-# Prediction
-
-
-def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], k: int = 3) -> pd.DataFrame:
-    """Classify audio files with a trained checkpoint.
-
-    Each file is formatted like the training clips (:func:`us8k_lib.audio.format_clip`: any WAV
-    format -> mono, 8 kHz, 4 s).
-
-    Returns:
-        One row per file: ``file``, then ``class_1``, ``probability_1`` ... ``class_k``,
-        ``probability_k`` (most likely first). Used by notebook 5 and ``predict``.
-
-    Raises:
-        CheckpointError: the checkpoint is not usable; AudioError: a file cannot be decoded.
-    """
-    from us8k_lib.audio import format_clip
-
-    ckpt = load_checkpoint(checkpoint)
-    model = load_model(ckpt)
-    classes = list(ckpt["classes"])
-    k = min(k, len(classes))
-    sr, length = int(ckpt.get("sr", 8000)), int(ckpt.get("length", 32000))
-    rows = []
-    for path in paths:
-        x = torch.from_numpy(format_clip(path, sr=sr, length=length)).view(1, 1, -1)
-        with torch.no_grad():
-            p = model(x).softmax(dim=1)[0]
-        top_p, top = p.topk(k)
-        row: dict[str, Any] = {"file": str(path)}
-        for rank, (i, q) in enumerate(zip(top.tolist(), top_p.tolist()), start=1):
-            row[f"class_{rank}"] = classes[i]
-            row[f"probability_{rank}"] = q
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -820,13 +490,3 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    """``python -m us8k_lib predict CHECKPOINT FILE.wav ...``: print each file's top-3 classes."""
-    table = predict_files(args.checkpoint, args.files, k=3)
-    for _, row in table.iterrows():
-        print(row["file"])
-        rank = 1
-        while f"class_{rank}" in row:
-            print(f"  {rank}. {row[f'class_{rank}']:<17} {row[f'probability_{rank}']:.3f}")
-            rank += 1
-    return 0

@@ -1,0 +1,120 @@
+"""Checkpoints and run files, written atomically, so an interrupted run loses at most one epoch.
+
+Used by notebook 5 and by every training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from us8k_lib.errors import CheckpointError
+from us8k_lib.model import M5, M5Config
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
+CHECKPOINT_FORMAT = "us8k-m5-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` via a temporary file in the same folder, then rename it into place.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict atomically (temp file + ``os.replace``). Used by notebook 5."""
+    write_atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (NaN is an error, not invalid JSON)."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint written by :func:`fit`.
+
+    Loading uses ``weights_only=True``: a checkpoint from elsewhere cannot run code.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
+
+    Used by notebook 5 and ``predict``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file (expected a {CHECKPOINT_NAME} written by train)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        # torch's own message for a foreign pickle suggests weights_only=False, which would let
+        # the file run code: not advice to pass on, so only its type is shown.
+        raise CheckpointError(
+            f"{path}: not a checkpoint written by train (torch.load cannot read it: {type(exc).__name__})"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint written by train (no '{CHECKPOINT_FORMAT}' marker)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
+    missing = [k for k in ("model", "model_config", "config", "epoch", "history", "classes") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: damaged checkpoint, missing {missing}")
+    return ckpt
+
+
+def load_model(checkpoint: str | Path | dict[str, Any]) -> M5:
+    """Return the M5 stored in a checkpoint, on CPU, in eval mode. Used by notebook 5."""
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    model = M5(M5Config(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Return every random-number-generator state a run depends on (for exact resume)."""
+    np_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        # plain Python types, so the checkpoint loads with weights_only=True
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+    """Restore the states saved by :func:`rng_states`."""
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

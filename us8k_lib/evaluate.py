@@ -1,0 +1,130 @@
+"""Honest evaluation: accuracy, loss, per-class accuracy, confusion matrix and per-clip predictions.
+
+Used by notebooks 5 and 6 and by every training run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from tqdm.auto import tqdm
+
+from us8k_lib.dataset import make_loader
+from us8k_lib.devices import autocast
+from us8k_lib.metadata import CLASSES
+
+
+@dataclass
+class EvalResult:
+    """How a model did on a set of clips.
+
+    Attributes:
+        accuracy: share of clips whose top class is right.
+        loss: mean cross-entropy.
+        per_class: one row per class (index: class name): ``clips``, ``correct``, ``accuracy``
+            (NaN for a class without clips).
+        confusion: ``[n_classes, n_classes]`` counts; row = true class, column = predicted.
+        predictions: one row per clip: ``file``, ``fold``, ``true``, ``predicted`` (class
+            names), ``probability`` (softmax probability of the predicted class), ``correct``.
+    """
+
+    accuracy: float
+    loss: float
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    predictions: pd.DataFrame
+
+    @property
+    def n_clips(self) -> int:
+        """Number of clips evaluated."""
+        return len(self.predictions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the numbers as JSON-friendly values (what metrics.json holds)."""
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "n_clips": self.n_clips,
+            "per_class_accuracy": {c: (None if math.isnan(a) else a) for c, a in self.per_class["accuracy"].items()},
+            "confusion": self.confusion.tolist(),
+            "classes": list(self.per_class.index),
+        }
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
+             batch_size: int = 64, amp: bool = False, progress: bool = False,
+             classes: Sequence[str] = CLASSES) -> EvalResult:
+    """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
+
+    Args:
+        model: returns logits ``[batch, n_classes]``; it is put in eval mode and left there.
+        data: a :class:`us8k_lib.dataset.US8KDataset` (its ``.table`` names the clips) or any
+            dataset of ``(waveform, classID)`` items, or a DataLoader without shuffling.
+        device: where to run; default the model's device.
+        batch_size: clips per forward pass (only used when ``data`` is a dataset).
+        amp: bf16 autocast (see :func:`decide_amp`).
+        progress: show a tqdm progress bar.
+        classes: class names, index = classID.
+
+    Returns:
+        An :class:`EvalResult`. Used by notebook 5.
+    """
+    if isinstance(data, DataLoader):
+        if not isinstance(data.sampler, SequentialSampler):
+            raise ValueError("evaluate() needs a DataLoader without shuffling "
+                             "(its rows must match the dataset's table)")
+        loader, dataset = data, data.dataset
+    else:
+        dataset = data
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if not isinstance(data, DataLoader):
+        loader = make_loader(dataset, batch_size, shuffle=False, device=device, workers=0)
+    model.eval()
+    losses, preds, probs, trues = [], [], [], []
+    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        x = x.to(device, non_blocking=device.type == "cuda")
+        y = y.to(device, non_blocking=device.type == "cuda")
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+        p = logits.softmax(dim=1)
+        top_p, top = p.max(dim=1)
+        preds.append(top.cpu())
+        probs.append(top_p.cpu())
+        trues.append(y.cpu())
+    y_true = torch.cat(trues).numpy() if trues else np.zeros(0, dtype=np.int64)
+    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    p_pred = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    n = len(classes)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    clips = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_acc = np.where(clips > 0, correct / np.maximum(clips, 1), np.nan)
+    per_class = pd.DataFrame({"clips": clips, "correct": correct, "accuracy": per_acc},
+                             index=pd.Index(list(classes), name="class"))
+    table = getattr(dataset, "table", None)
+    files = table["slice_file_name"].astype(str).to_numpy() if table is not None else np.arange(len(y_true)).astype(str)
+    folds = table["fold"].to_numpy() if table is not None else np.zeros(len(y_true), dtype=np.int64)
+    names = np.asarray(classes, dtype=object)
+    predictions = pd.DataFrame({
+        "file": files, "fold": folds, "true": names[y_true], "predicted": names[y_pred],
+        "probability": p_pred.astype(np.float64), "correct": y_true == y_pred,
+    })
+    total = len(y_true)
+    return EvalResult(
+        accuracy=float(correct.sum() / total) if total else float("nan"),
+        loss=float(sum(losses) / total) if total else float("nan"),
+        per_class=per_class, confusion=confusion, predictions=predictions,
+    )
