@@ -1,4 +1,5 @@
-"""Shared fixtures: generated datasets (never ../shared, which a fresh clone does not have)."""
+"""Shared fixtures: generated datasets and the bundled real sample (never ../shared, which a fresh
+clone does not have)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-#: Reference material beside the project root; tests that use it skip when it is absent.
+#: Reference material beside the project root; tests that use it skip when it is absent. Real
+#: audio every checkout has is the bundled sample (the ``real_sample`` fixture); ../shared only
+#: adds formats the sample lacks (8-bit, float, ADPCM) and cross-checks.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
@@ -25,6 +28,14 @@ def mini_root() -> Path:
     from us8k_lib.paths import MINI_SEED, project_data_dir
 
     return make_mini(project_data_dir() / "mini", seed=MINI_SEED)
+
+
+@pytest.fixture(scope="session")
+def real_sample() -> Path:
+    """The bundled real sample (20 genuine UrbanSound8K clips, shipped in the package); read-only."""
+    from us8k_lib.paths import sample_root
+
+    return sample_root()
 
 
 @pytest.fixture()

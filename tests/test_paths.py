@@ -82,3 +82,37 @@ def test_clip_path_layout() -> None:
 def test_data_dir_is_the_checkout_when_installed_editable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("US8K_DATA_DIR", raising=False)
     assert paths.project_data_dir() == Path(__file__).resolve().parents[1] / "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled real sample: the word "sample" wherever a root is accepted
+
+
+def test_sample_root_is_a_dataset_folder_inside_the_package() -> None:
+    root = paths.sample_root()
+    assert root == Path(paths.__file__).resolve().parent / "data" / "sample"
+    assert (root / paths.METADATA_RELPATH).is_file()
+    assert paths.normalize_root(root) == root
+    assert paths.is_sample(root) and paths.is_sample("sample") and not paths.is_sample(root.parent)
+
+
+def test_the_word_sample_selects_the_bundled_sample(isolated: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert paths.normalize_root(paths.SAMPLE) == paths.sample_root()
+    assert paths.resolve_root("sample") == paths.sample_root()
+    assert "bundled real sample" in capsys.readouterr().out
+    monkeypatch.setenv("US8K_ROOT", "sample")
+    assert paths.resolve_root() == paths.sample_root()
+    out = capsys.readouterr().out
+    assert "bundled real sample" in out and "US8K_ROOT" in out
+    # An explicit root still wins over US8K_ROOT=sample.
+    explicit = _fake_dataset(isolated / "explicit")
+    assert paths.resolve_root(explicit, verbose=False) == explicit.resolve()
+
+
+def test_a_folder_called_sample_is_reached_as_dot_slash_sample(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = _fake_dataset(isolated / "sample")
+    monkeypatch.chdir(isolated)
+    assert paths.normalize_root("sample") == paths.sample_root()
+    assert paths.normalize_root("./sample") == mine.resolve()
+    assert paths.normalize_root(Path("sample")) == mine.resolve()

@@ -5,6 +5,11 @@ Order: an explicit ``root`` argument, else the ``US8K_ROOT`` environment variabl
 download``), else the mini dataset, generated on first use into ``<data dir>/mini/``.
 The data dir is ``US8K_DATA_DIR`` if set, else ``data/`` in the project checkout (so the notebooks,
 run from ``notebooks/``, and the commands, run from the top level, share one copy), else ``./data``.
+
+The package also ships a real sample: 20 genuine UrbanSound8K clips, two per class, laid out as a
+dataset folder (:func:`sample_root`). Wherever a root is given (``--root``, ``US8K_ROOT``, the
+``root`` argument), the word :data:`SAMPLE` (``sample``) means that folder; a folder that happens
+to be called ``sample`` is reached as ``./sample``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,29 @@ DATASET_DIRNAME = "UrbanSound8K"
 METADATA_RELPATH = Path("metadata") / "UrbanSound8K.csv"
 #: Seed the default mini dataset is generated with (tests and notebooks rely on it).
 MINI_SEED = 0
+#: The spelling that selects the bundled real sample wherever a dataset root is accepted.
+SAMPLE = "sample"
+_SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
+
+
+def sample_root() -> Path:
+    """Return the bundled real sample: an ``UrbanSound8K`` folder of 20 genuine clips, two per class.
+
+    It ships inside the package (so a pip install has it), with the clips' 20 metadata rows, their
+    freesound.org authors (``CREDITS.csv``) and the CC BY-NC 3.0 licence (``README.md``). Every
+    function that takes a dataset root accepts it. Used by notebooks 2, 3 and 5.
+    """
+    return _SAMPLE_DIR
+
+
+def is_sample(root: str | Path) -> bool:
+    """Return True if ``root`` is the bundled real sample (the folder or the word ``sample``)."""
+    if isinstance(root, str) and root == SAMPLE:
+        return True
+    try:
+        return Path(root).expanduser().resolve() == _SAMPLE_DIR
+    except OSError:
+        return False
 
 
 def project_data_dir() -> Path:
@@ -40,10 +68,14 @@ def project_data_dir() -> Path:
 def normalize_root(path: str | Path) -> Path:
     """Return the ``UrbanSound8K`` folder given that folder or its parent.
 
+    The string ``"sample"`` (:data:`SAMPLE`) returns :func:`sample_root`.
+
     Raises:
         DatasetNotFoundError: naming the path, if neither it nor ``path/UrbanSound8K`` holds
             ``metadata/UrbanSound8K.csv``.
     """
+    if isinstance(path, str) and path == SAMPLE:
+        return sample_root()
     p = Path(path).expanduser()
     if not p.exists():
         raise DatasetNotFoundError(f"{p}: dataset root does not exist")
@@ -70,7 +102,8 @@ def resolve_root(root: str | Path | None = None, *, verbose: bool = True) -> Pat
     """Decide which UrbanSound8K folder to use and return it.
 
     Args:
-        root: explicit folder (``UrbanSound8K`` or its parent); wins over everything else.
+        root: explicit folder (``UrbanSound8K`` or its parent), or ``"sample"`` for the bundled
+            real sample; wins over everything else. ``US8K_ROOT`` accepts the same spellings.
         verbose: print which dataset was picked and how to switch.
 
     Returns:
@@ -93,7 +126,10 @@ def resolve_root(root: str | Path | None = None, *, verbose: bool = True) -> Pat
             print(f"Using {why}. For the real data: python -m us8k_lib download, or set US8K_ROOT.")
         return found
     if verbose:
-        print(f"Using UrbanSound8K from {why}.")
+        if found == sample_root():
+            print(f"Using the bundled real sample of UrbanSound8K (20 real clips, 2 per class), from {why}.")
+        else:
+            print(f"Using UrbanSound8K from {why}.")
     return found
 
 
