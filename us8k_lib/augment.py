@@ -1,0 +1,583 @@
+"""Waveform data augmentation for training batches, on the training device.
+
+UrbanSound8K is small (8 732 clips), and a model trained on it from scratch memorises its training
+folds. Augmentation shows the model a slightly different version of each clip every epoch. The
+published gains on the official folds are large: time stretch, pitch shift, compression and
+background noise took SB-CNN from 73 % to 79 % (Salamon & Bello, IEEE SPL 2017); between-class
+mixing and "strong" augmentation together took EnvNet-v2 from 69.1 % to 78.3 % (Tokozume,
+Ushiku & Harada, ICLR 2018).
+
+:class:`Augmenter` changes a training batch ``x [batch, 1, samples]`` *after* it has been copied
+to the training device, inside the training step, so a GPU does the work and the CPU data path
+stays exactly as fast as without augmentation. It draws every random number from its own
+``torch.Generator`` on that device (no CPU-GPU synchronisation per batch), and its generator state
+goes into the checkpoint, so a resumed run continues exactly. Evaluation never augments.
+
+The five augmentations, applied in this order, each switched on by a ``TrainConfig`` field that is
+0 (off) by default (``python -m us8k_lib train/crossval`` flags in brackets):
+
+``aug_shift`` (``--aug-shift SECONDS``)
+    Moves each clip in time by up to this many seconds, either way. A clip that ends in zero
+    padding (a short event; the cache pads clips shorter than 4 s at the end) moves *inside* the
+    window, only as far as its padding allows, so the event stays whole. A clip that fills the
+    window (at most :data:`WRAP_MAX_PADDING_S` of padding, 84 % of UrbanSound8K) is rotated:
+    what leaves one end comes back at the other, as if the 4 s were a loop. Either way every
+    sample is kept, so the clip's energy is unchanged.
+``aug_speed`` (``--aug-speed S``)
+    Plays each clip faster or slower by a factor drawn from ``[1 - S, 1 + S]``: duration divided
+    by the factor, pitch multiplied by it, then zero-padded or cropped at the end back to the
+    window (so a slowed-down clip loses its last part). Done by resampling with torchaudio's
+    windowed-sinc resampler (:func:`change_speed`; the filter is :data:`SPEED_RESAMPLING`, a
+    Kaiser window, 16 zero crossings, cut-off at 90 % of the lower Nyquist frequency). Speeding up
+    low-passes the clip below the new Nyquist frequency first, so almost nothing aliases: measured
+    at factor 1.2, the response is flat within 1 dB up to 84 % of the new Nyquist frequency and
+    everything above it stays at least 44 dB down. torchaudio's default filter (Hann window, 6 zero
+    crossings) leaves content just above the band edge only 8 dB down, and ``F.interpolate``
+    (linear) folds everything above ``4 kHz / factor`` back into the band. To keep it
+    to a few resampling calls per batch, factors come from a grid of :data:`SPEED_STEPS` evenly
+    spaced values rounded to 1/:data:`SPEED_RESOLUTION`; each batch's clips are spread over them
+    evenly, in random order (one call per factor, whatever the batch size).
+``aug_mask`` (``--aug-mask SECONDS``)
+    Zeroes one random stretch of each clip, of random length up to this many seconds but never
+    more than half the clip's active (non-padded) part, placed inside that active part (a mask on
+    the padding would change nothing).
+``aug_noise`` (``--aug-noise P``)
+    With probability ``P`` per clip, mixes in another clip of the same batch as background noise
+    at a signal-to-noise ratio drawn uniformly from :data:`NOISE_SNR_DB`. The label stays the
+    clip's own. Levels are RMS over each clip's active part (:func:`clip_level`), so a short
+    event is not drowned just because most of its window is padding.
+``aug_mixup`` (``--aug-mixup A``)
+    Mixup / between-class mixing: every clip is mixed with another clip of the batch in ratio
+    ``r ~ Beta(A, A)``, ``r * x + (1 - r) * other``, after scaling ``other`` to ``x``'s level, so
+    the ratio is a ratio of loudness and not of how loud each was recorded (as in Tokozume et
+    al.'s between-class learning). The target becomes the same mix of the two one-hot labels (a
+    row of class probabilities that sums to 1), and the loss is cross-entropy against it. A
+    small ``A`` (0.2) mostly mixes a little of the other clip in; ``A = 1`` draws the ratio
+    uniformly, as between-class learning does.
+
+Mixing partners are other clips of the same batch (a random derangement: never the clip itself),
+after their own shift, speed change and mask. A batch of one clip is not mixed.
+
+Used by notebook 7, ``us8k_lib.train`` and ``us8k_lib.crossval`` (``--augment`` and ``--aug-*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from us8k_lib import audio
+
+#: The ``TrainConfig`` fields this module reads, in the order the augmentations are applied
+#: (except that noise and mixup come last, after the mask).
+AUGMENT_FIELDS = ("aug_shift", "aug_speed", "aug_mask", "aug_noise", "aug_mixup")
+
+#: Settings for ``--augment PRESET``. ``light`` only changes each clip itself (a shift of up to
+#: 0.5 s, +-5 % speed, a mask of up to 0.1 s); ``strong`` adds background noise for half the
+#: clips and mixup with Beta(0.2, 0.2) ratios (the mixup paper's ImageNet value; Zhang et al.,
+#: ICLR 2018) and widens the rest (speed +-20 %, about EnvNet-v2's random scale of 0.8-1.25).
+AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    "none": {"aug_shift": 0.0, "aug_speed": 0.0, "aug_mask": 0.0, "aug_noise": 0.0, "aug_mixup": 0.0},
+    "light": {"aug_shift": 0.5, "aug_speed": 0.05, "aug_mask": 0.1, "aug_noise": 0.0, "aug_mixup": 0.0},
+    "strong": {"aug_shift": 2.0, "aug_speed": 0.2, "aug_mask": 0.25, "aug_noise": 0.5, "aug_mixup": 0.2},
+}
+
+#: Range (dB) of the signal-to-noise ratio a background-noise clip is mixed in at: the clip
+#: stays at least 5 dB above its background, and at 20 dB the background is faint but audible.
+NOISE_SNR_DB = (5.0, 20.0)
+
+#: Number of speed factors per batch (evenly spaced over ``[1 - aug_speed, 1 + aug_speed]``):
+#: one resampling call each, and a divisor of the usual batch sizes, so they are used equally.
+SPEED_STEPS = 8
+
+#: Speed factors are multiples of 1 / SPEED_RESOLUTION: a factor n/100 resamples from n to 100
+#: "Hz", which keeps the resampling filter short (at most about 200 taps per output sample).
+SPEED_RESOLUTION = 100
+
+#: torchaudio resampling parameters of the speed change (see the module docstring for what they
+#: achieve; shorter than the cache's filter, ``audio.RESAMPLING``, which keeps more of the band).
+SPEED_RESAMPLING: dict[str, Any] = {"resampling_method": "sinc_interp_kaiser", "lowpass_filter_width": 16,
+                                    "rolloff": 0.9, "beta": 8.6}
+
+#: Largest allowed ``aug_speed``: beyond +-50 % most sounds are no longer the same class.
+MAX_SPEED = 0.5
+
+#: A clip with at most this much zero padding (seconds) counts as filling its window, so a shift
+#: rotates it; with more, it is an event that moves inside the window and stays whole.
+WRAP_MAX_PADDING_S = 0.01
+
+#: The window every clip is formatted to (seconds): the most a shift or a mask can span.
+WINDOW_SECONDS = audio.TARGET_LENGTH / audio.TARGET_SR
+
+_BETA_TRIES = 8  # Marsaglia-Tsang candidates per sample; all rejected has probability < 1e-10
+_FIELD_HELP = {
+    "aug_shift": ("SECONDS", "max random time shift either way; short events move inside the 4 s window and "
+                  "stay whole, full clips are rotated"),
+    "aug_speed": ("S", "max relative speed change: factor from [1-S, 1+S] by resampling (duration / factor, "
+                  f"pitch x factor), then pad/crop; {SPEED_STEPS} factors per batch, 0.01 steps"),
+    "aug_mask": ("SECONDS", "max length of one zeroed stretch per clip (at most half its active part)"),
+    "aug_noise": ("P", "probability that a clip gets another clip of the batch mixed in as background noise "
+                  f"at {NOISE_SNR_DB[0]:g}-{NOISE_SNR_DB[1]:g} dB SNR (label unchanged)"),
+    "aug_mixup": ("A", "mixup: mix every clip with another in ratio ~ Beta(A, A), labels mixed in the same "
+                  "ratio (0.2 mild, 1 uniform)"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The operations, deterministic given their parameters (used by the Augmenter, tests, notebook 7)
+
+
+def _as_2d(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() == 2:
+        return x
+    raise ValueError(f"expected a batch of mono clips [batch, 1, samples] or [batch, samples], got {tuple(x.shape)}")
+
+
+def active_span(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return each clip's active part: ``(first, length)`` of the stretch from its first to its
+    last non-zero sample (int64 ``[batch]``; ``length`` 0 for an all-zero clip).
+
+    The cache zero-pads clips shorter than the window at the end, so ``first + length`` is where a
+    short event's padding starts. ``x`` is ``[batch, 1, samples]`` or ``[batch, samples]``.
+    Used by notebook 7.
+    """
+    x2 = _as_2d(x)
+    n = x2.shape[-1]
+    nonzero = (x2 != 0).to(torch.uint8)  # argmax takes no bool; it returns the first maximum
+    first = nonzero.argmax(dim=1)
+    last = n - 1 - nonzero.flip(1).argmax(dim=1)
+    found = nonzero.gather(1, first[:, None])[:, 0].bool()
+    return first, torch.where(found, last - first + 1, 0)
+
+
+def clip_level(x: torch.Tensor) -> torch.Tensor:
+    """Return each clip's RMS level over its active part (``[batch]``; 0 for a silent clip).
+
+    Padding does not count, so a 0.5 s dog bark padded to 4 s has the level of the bark itself.
+    Used by notebook 7.
+    """
+    x2 = _as_2d(x)
+    _, length = active_span(x2)
+    return torch.sqrt(x2.float().square().sum(dim=1) / length.clamp(min=1))
+
+
+def roll_clips(x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Return each clip rotated by ``samples[i]`` (positive: later): what leaves one end of the
+    window comes back at the other, so every sample is kept.
+
+    A shift that only moves zero padding across the ends is a plain move inside the window.
+    Used by notebook 7.
+    """
+    x2 = _as_2d(x)
+    n = x2.shape[-1]
+    index = (torch.arange(n, device=x2.device)[None, :] - samples.to(x2.device)[:, None]) % n
+    return torch.gather(x2, 1, index).view_as(x)
+
+
+def speed_factors(max_change: float, steps: int = SPEED_STEPS) -> list[float]:
+    """Return the speed factors ``aug_speed=max_change`` uses: ``steps`` evenly spaced values over
+    ``[1 - max_change, 1 + max_change]``, rounded to 1/SPEED_RESOLUTION, duplicates removed.
+    Used by notebook 7."""
+    if not 0 <= max_change <= MAX_SPEED:
+        raise ValueError(f"max_change must be in [0, {MAX_SPEED}], got {max_change}")
+    grid = np.linspace(1 - max_change, 1 + max_change, steps)
+    return sorted({round(float(f) * SPEED_RESOLUTION) / SPEED_RESOLUTION for f in grid})
+
+
+@lru_cache(maxsize=256)
+def _speed_kernel(orig: int, device: str) -> tuple[torch.Tensor, int, int, int]:
+    """torchaudio's filter bank for ``orig -> SPEED_RESOLUTION`` as ``[taps, phases]`` on ``device``,
+    with the padding ``width`` and the gcd-reduced rates; computed once per factor and device."""
+    reference = torchaudio.transforms.Resample(orig, SPEED_RESOLUTION, **SPEED_RESAMPLING)
+    gcd = math.gcd(orig, SPEED_RESOLUTION)
+    kernel = reference.kernel[:, 0, :].T.contiguous().to(device)
+    return kernel, int(reference.width), orig // gcd, SPEED_RESOLUTION // gcd
+
+
+def change_speed(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Return ``x`` played ``factor`` times as fast, zero-padded or cropped at the end to its length.
+
+    An event ``L`` samples long becomes ``L / factor`` samples long and every frequency is
+    multiplied by ``factor``. This is ``torchaudio.functional.resample(x, factor * 100, 100,
+    **SPEED_RESAMPLING)`` (anti-aliased; see the module docstring), with the filter bank computed
+    once per factor and applied as one matrix product over strided windows instead of a
+    convolution with one output channel per phase, which PyTorch's CPU convolution runs slowly for
+    the few phases a factor like 1.1 (11:10) has. The result equals torchaudio's to float
+    rounding (a test checks).
+    ``factor`` must be a positive multiple of 1/SPEED_RESOLUTION. Used by notebook 7.
+    """
+    orig = round(factor * SPEED_RESOLUTION)
+    if orig <= 0 or abs(orig - factor * SPEED_RESOLUTION) > 1e-6:
+        raise ValueError(f"speed factor must be a positive multiple of 1/{SPEED_RESOLUTION}, got {factor}")
+    n = x.shape[-1]
+    if orig == SPEED_RESOLUTION:
+        return x.clone()
+    kernel, width, step, phases = _speed_kernel(orig, str(x.device))
+    flat = x.reshape(-1, n)
+    padded = F.pad(flat, (width, width + step))
+    windows = padded.unfold(-1, kernel.shape[0], step)  # [clips, frames, taps], a strided view
+    y = (windows @ kernel.to(x.dtype)).reshape(flat.shape[0], -1)[:, : math.ceil(phases * n / step)]
+    y = y[:, :n] if y.shape[-1] >= n else F.pad(y, (0, n - y.shape[-1]))
+    return y.reshape(x.shape)
+
+
+def time_mask(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` with samples ``start[i] .. start[i] + length[i] - 1`` of clip ``i`` set to zero.
+    Used by notebook 7."""
+    x2 = _as_2d(x)
+    t = torch.arange(x2.shape[-1], device=x2.device)[None, :]
+    start = start.to(x2.device)[:, None]
+    masked = (t >= start) & (t < start + length.to(x2.device)[:, None])
+    return x2.masked_fill(masked, 0.0).view_as(x)
+
+
+def mix_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor, *,
+               levels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Return ``x + g * noise`` with each gain ``g`` chosen so that ``clip_level(x) / clip_level(g *
+    noise)`` is ``snr_db`` (dB; ``inf`` adds nothing, and so does a silent ``noise``).
+    ``levels``: ``(clip_level(x), clip_level(noise))`` when the caller has them already.
+    Used by notebook 7."""
+    lx, ln = levels if levels is not None else (clip_level(x), clip_level(noise))
+    gain = torch.where(ln > 0, lx / ln.clamp(min=torch.finfo(ln.dtype).tiny) * 10.0 ** (-snr_db / 20.0), 0.0)
+    return x + gain.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) * noise
+
+
+def mix_clips(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor, *,
+              levels: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each clip with ``other`` in ``ratio`` (mixup), at equal levels.
+
+    ``other`` is first scaled to ``x``'s level (:func:`clip_level`), so the result is
+    ``ratio * x + (1 - ratio) * other * level(x) / level(other)``. A silent ``other`` cannot be
+    heard in any ratio, so those clips keep ratio 1; a silent ``x`` takes ``other`` as it is.
+    ``levels``: ``(clip_level(x), clip_level(other))`` when the caller has them already.
+
+    Returns:
+        ``(mixed, ratio)``: the mixed clips and the ratio actually used (for the labels).
+        Used by notebook 7.
+    """
+    lx, lo = levels if levels is not None else (clip_level(x), clip_level(other))
+    tiny = torch.finfo(lo.dtype).tiny
+    scale = torch.where(lo > 0, torch.where(lx > 0, lx / lo.clamp(min=tiny), 1.0), 0.0)
+    ratio = torch.where(lo > 0, ratio, 1.0)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    r = ratio.to(x.dtype).view(shape)
+    return r * x + (1 - r) * scale.to(x.dtype).view(shape) * other, ratio
+
+
+def sample_beta(a: float, n: int, *, generator: torch.Generator,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """Return ``n`` samples of Beta(a, a) drawn from ``generator`` on its device, without syncing.
+
+    ``torch.distributions.Beta`` cannot take a generator, so this draws two Gamma(a) variates per
+    sample with Marsaglia and Tsang's method (vectorised: several candidates at once, the first
+    accepted one kept), Gamma(a) as Gamma(a + 1) * U^(1/a), in logs so that small ``a`` cannot
+    underflow, and returns G1 / (G1 + G2). Used by :class:`Augmenter` (mixup ratios).
+    """
+    if not a > 0:
+        raise ValueError(f"Beta parameter must be > 0, got {a}")
+    device = torch.device(device) if device is not None else generator.device
+    m = 2 * n
+    d = a + 1.0 - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    tiny = torch.finfo(torch.float32).tiny
+    z = torch.randn(_BETA_TRIES, m, generator=generator, device=device)
+    u = torch.rand(_BETA_TRIES, m, generator=generator, device=device).clamp(min=tiny)
+    v = (1.0 + c * z) ** 3
+    accepted = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=tiny)))
+    pick = accepted.to(torch.int32).argmax(dim=0, keepdim=True)  # first accepted candidate
+    v = torch.where(accepted.any(dim=0), v.gather(0, pick)[0], 1.0)
+    u_boost = torch.rand(m, generator=generator, device=device).clamp(min=tiny)
+    log_gamma = math.log(d) + torch.log(v) + torch.log(u_boost) / a
+    return torch.sigmoid(log_gamma[:n] - log_gamma[n:])
+
+
+def _derangement(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A random partner for every index, never the index itself (n >= 2): a random cycle."""
+    order = torch.randperm(n, generator=generator, device=device)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-1)
+    return partner
+
+
+# ---------------------------------------------------------------------------------------------
+# The augmenter
+
+
+def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Return the augmenter's seed for ``(run seed, epoch, DDP rank)``: distinct for every triple,
+    so reseeding at each epoch's start makes a resumed run (and every rank) draw exactly what an
+    uninterrupted one would. Used by ``us8k_lib.train``."""
+    words = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(rank), 0xA06]).generate_state(2)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+@dataclass
+class AugmentResult:
+    """What :meth:`Augmenter.augment` returns.
+
+    Attributes:
+        x: the augmented batch, same shape and device as the input.
+        target: the labels (int64 ``[batch]``) when no augmentation mixes labels, else class
+            probabilities (float ``[batch, n_classes]``, each row summing to 1).
+        params: what was drawn, per clip (tensors on the device; only for augmentations that are
+            on): ``speed`` (factor), ``shift`` (samples, positive = later), ``wrapped`` (rotated,
+            not moved inside the window), ``mask_start``/``mask_length`` (samples),
+            ``noise_partner``/``noise_on``/``snr_db``, ``mix_partner``/``mix_ratio``.
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Augmenter:
+    """Augments training batches on their device (see the module docstring for each augmentation).
+
+    Call it as ``x, target = augmenter(x, y)`` inside the training step, after the batch was
+    copied to the device; ``target`` is ``y`` unless mixup is on, then class probabilities for
+    ``F.cross_entropy(logits, target)``. Every random number comes from ``self.generator``
+    (on ``device``), so the same seed gives the same batches and :meth:`state_dict` is all a
+    checkpoint needs. Never use it on evaluation batches.
+
+    Args:
+        sr: sample rate of the clips (Hz): turns the seconds below into samples.
+        n_classes: number of classes (for mixup's probability targets).
+        device: the training device; batches must be on it.
+        seed: seeds the generator (reseed per epoch with :meth:`manual_seed` and :func:`augment_seed`).
+        aug_shift, aug_speed, aug_mask, aug_noise, aug_mixup: as the ``TrainConfig`` fields of
+            the same names; 0 switches one off.
+
+    Used by notebook 7 and ``us8k_lib.train``.
+    """
+
+    def __init__(self, *, sr: int, n_classes: int, device: torch.device | str, seed: int,
+                 aug_shift: float = 0.0, aug_speed: float = 0.0, aug_mask: float = 0.0,
+                 aug_noise: float = 0.0, aug_mixup: float = 0.0) -> None:
+        self.settings = {"aug_shift": float(aug_shift), "aug_speed": float(aug_speed), "aug_mask": float(aug_mask),
+                         "aug_noise": float(aug_noise), "aug_mixup": float(aug_mixup)}
+        problems = _problems(self.settings)
+        if not isinstance(sr, int) or sr <= 0:
+            problems.append(f"sr must be a positive integer, got {sr!r}")
+        if not isinstance(n_classes, int) or n_classes < 2:
+            problems.append(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if problems:
+            raise ValueError("invalid augmentation settings: " + "; ".join(problems))
+        self.sr, self.n_classes = sr, n_classes
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        self.factors = speed_factors(self.settings["aug_speed"]) if self.settings["aug_speed"] else []
+
+    @classmethod
+    def from_config(cls, config: Any, *, sr: int, n_classes: int, device: torch.device | str,
+                    rank: int = 0) -> Augmenter | None:
+        """Return the augmenter ``config``'s ``aug_*`` fields ask for, or None when all are 0.
+
+        Seeded from ``(config.seed, epoch 0, rank)``; a training loop reseeds it at each epoch's
+        start with ``manual_seed(augment_seed(config.seed, epoch, rank))``. Used by ``us8k_lib.train``.
+        """
+        values = {name: float(getattr(config, name, 0.0) or 0.0) for name in AUGMENT_FIELDS}
+        if not any(values.values()):
+            return None
+        return cls(sr=sr, n_classes=n_classes, device=device, seed=augment_seed(config.seed, 0, rank), **values)
+
+    def manual_seed(self, seed: int) -> None:
+        """Reseed the generator (the training loop does at each epoch's start)."""
+        self.generator.manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the generator state and the settings (saved in checkpoints)."""
+        return {"generator": self.generator.get_state(), "settings": dict(self.settings)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; its settings must match this augmenter's."""
+        if dict(state.get("settings", {})) != self.settings:
+            raise ValueError(f"augmenter state is for settings {state.get('settings')}, not {self.settings}")
+        self.generator.set_state(state["generator"])
+
+    def describe(self) -> str:
+        """Return a one-line summary of what is on, e.g. for a training run's first line."""
+        s = self.settings
+        parts = []
+        if s["aug_shift"]:
+            parts.append(f"shift up to {s['aug_shift']:g} s")
+        if s["aug_speed"]:
+            parts.append(f"speed x{self.factors[0]:g}-{self.factors[-1]:g} ({len(self.factors)} factors)")
+        if s["aug_mask"]:
+            parts.append(f"mask up to {s['aug_mask']:g} s")
+        if s["aug_noise"]:
+            parts.append(f"noise for {s['aug_noise']:.0%} of clips at {NOISE_SNR_DB[0]:g}-{NOISE_SNR_DB[1]:g} dB SNR")
+        if s["aug_mixup"]:
+            parts.append(f"mixup Beta({s['aug_mixup']:g}, {s['aug_mixup']:g})")
+        return ", ".join(parts) or "none"
+
+    def __repr__(self) -> str:
+        return f"Augmenter({self.describe()}; sr={self.sr}, device={self.device})"
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(augmented x, target)``: see :meth:`augment`."""
+        result = self.augment(x, y)
+        return result.x, result.target
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor) -> AugmentResult:
+        """Augment one batch ``x [batch, 1, samples]`` with labels ``y [batch]`` (both on the device).
+
+        The number of random draws depends only on the batch size and the settings, never on
+        the audio, so the generator stays in step however the clips look.
+
+        Returns:
+            An :class:`AugmentResult`: the new batch (the input is not modified), the target and
+            the drawn parameters. Used by notebook 7.
+        """
+        if x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(f"expected a batch [batch, 1, samples], got {tuple(x.shape)}")
+        if x.device.type != self.device.type or y.device != x.device:
+            raise ValueError(f"batch on {x.device}, labels on {y.device}: both must be on the "
+                             f"augmenter's device {self.device}")
+        s, g, dev = self.settings, self.generator, x.device
+        batch, n = x.shape[0], x.shape[-1]
+        params: dict[str, torch.Tensor] = {}
+        out = x
+        if s["aug_speed"]:
+            out = self._speed(out, params)
+        if s["aug_shift"]:
+            out = self._shift(out, params)
+        if s["aug_mask"]:
+            first, length = active_span(out)
+            most = torch.clamp(length // 2, max=round(s["aug_mask"] * self.sr))
+            u = torch.rand(2, batch, generator=g, device=dev)
+            mask_length = torch.minimum((u[0] * (most + 1)).long(), most)
+            room = length - mask_length
+            start = first + torch.minimum((u[1] * (room + 1)).long(), room)
+            out = time_mask(out, start, mask_length)
+            params.update(mask_start=start, mask_length=mask_length)
+        if s["aug_noise"] and batch > 1:
+            partner = _derangement(batch, g, dev)
+            u = torch.rand(2, batch, generator=g, device=dev)
+            on = u[0] < s["aug_noise"]
+            snr = NOISE_SNR_DB[0] + (NOISE_SNR_DB[1] - NOISE_SNR_DB[0]) * u[1]
+            level = clip_level(out)
+            out = mix_at_snr(out, out[partner], torch.where(on, snr, math.inf), levels=(level, level[partner]))
+            params.update(noise_partner=partner, noise_on=on, snr_db=snr)
+        target = y
+        if s["aug_mixup"]:
+            target = F.one_hot(y, self.n_classes).float()
+            if batch > 1:
+                partner = _derangement(batch, g, dev)
+                ratio = sample_beta(s["aug_mixup"], batch, generator=g, device=dev)
+                level = clip_level(out)
+                out, ratio = mix_clips(out, out[partner], ratio, levels=(level, level[partner]))
+                target = ratio[:, None] * target + (1 - ratio[:, None]) * target[partner]
+                params.update(mix_partner=partner, mix_ratio=ratio)
+        return AugmentResult(x=out if out is not x else x.clone(), target=target, params=params)
+
+    def _speed(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Clips are spread evenly over the factors in a random order drawn on the device: the group
+        # sizes depend only on the batch size, so the host never waits for the device to know them.
+        batch = x.shape[0]
+        order = torch.randperm(batch, generator=self.generator, device=x.device)
+        out = torch.empty_like(x)
+        factor = torch.empty(batch, device=x.device)
+        k = len(self.factors)
+        for j, f in enumerate(self.factors):
+            rows = order[j * batch // k:(j + 1) * batch // k]
+            if len(rows):
+                out[rows] = change_speed(x[rows], f)
+                factor[rows] = f
+        params["speed"] = factor
+        return out
+
+    def _shift(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = x.shape[-1]
+        most = round(self.settings["aug_shift"] * self.sr)
+        first, length = active_span(x)
+        wrapped = n - length <= round(WRAP_MAX_PADDING_S * self.sr)
+        # An event moves only as far as its padding allows; a full clip rotates by up to `most`.
+        lo = torch.where(wrapped, -most, torch.clamp(-first, min=-most))
+        hi = torch.where(wrapped, most, torch.clamp(n - first - length, max=most))
+        u = torch.rand(x.shape[0], generator=self.generator, device=x.device)
+        shift = lo + torch.minimum((u * (hi - lo + 1)).long(), hi - lo)
+        params.update(shift=shift, wrapped=wrapped)
+        return roll_clips(x, shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and command line
+
+
+def _problems(values: Mapping[str, Any]) -> list[str]:
+    limits = {"aug_shift": WINDOW_SECONDS, "aug_speed": MAX_SPEED, "aug_mask": WINDOW_SECONDS / 2,
+              "aug_noise": 1.0, "aug_mixup": 100.0}
+    problems = []
+    for name in AUGMENT_FIELDS:
+        v = values.get(name, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            problems.append(f"{name} must be a number, got {v!r}")
+        elif not 0 <= v <= limits[name]:
+            problems.append(f"{name} must be in [0, {limits[name]:g}], got {v:g}")
+    speed = values.get("aug_speed", 0.0)
+    if isinstance(speed, (int, float)) and 0 < speed < 1 / SPEED_RESOLUTION:
+        problems.append(f"aug_speed must be 0 or at least {1 / SPEED_RESOLUTION:g} (factors are multiples of "
+                        f"{1 / SPEED_RESOLUTION:g}), got {speed:g}")
+    return problems
+
+
+def validate_augment_fields(config: Any) -> list[str]:
+    """Return the problems with ``config``'s ``aug_*`` fields (empty when all are valid).
+
+    Ranges: ``aug_shift`` 0-4 s (the window), ``aug_speed`` 0 or 0.01-0.5, ``aug_mask`` 0-2 s,
+    ``aug_noise`` 0-1 (a probability), ``aug_mixup`` 0-100. Used by ``TrainConfig``.
+    """
+    return _problems({name: getattr(config, name, 0.0) for name in AUGMENT_FIELDS})
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--augment PRESET`` and one ``--aug-*`` flag per augmentation to a train/crossval parser.
+
+    All default to off (0). A preset sets all five; an explicit ``--aug-*`` flag wins over it.
+    Used by ``us8k_lib.cli``.
+    """
+    group = parser.add_argument_group(
+        "augmentation of training batches (on the training device; evaluation never augments; default: all off)")
+    presets = "; ".join(f"{name}: " + (", ".join(f"{k.removeprefix('aug_')} {v:g}" for k, v in p.items() if v) or "off")
+                        for name, p in AUGMENT_PRESETS.items())
+    group.add_argument("--augment", choices=list(AUGMENT_PRESETS), default=None, metavar="PRESET",
+                       help=f"set every --aug-* value from a preset ({presets})")
+    for name in AUGMENT_FIELDS:
+        metavar, text = _FIELD_HELP[name]
+        group.add_argument("--" + name.replace("_", "-"), type=_non_negative, default=None, metavar=metavar,
+                           help=f"{text} (default 0 = off, or the preset's value)")
+
+
+def augment_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """Return the ``TrainConfig`` fields the parsed flags set: the preset's values first, then
+    each explicit ``--aug-*`` flag; empty when none was given (so a resumed run keeps its own).
+    Used by ``us8k_lib.train`` and ``us8k_lib.crossval``."""
+    preset = getattr(args, "augment", None)
+    overrides = dict(AUGMENT_PRESETS[preset]) if preset else {}
+    for name in AUGMENT_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = float(value)
+    return overrides
