@@ -38,6 +38,22 @@ def real_sample() -> Path:
     return sample_root()
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint.pt from one quick epoch of a narrow M5 on the tiny dataset (a few seconds).
+
+    Barely better than chance: for tests of what reads checkpoints (predict, the upload widget),
+    not of what a model learns.
+    """
+    from us8k_lib.checkpoint import CHECKPOINT_NAME
+    from us8k_lib.train import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = TrainConfig(epochs=1, batch_size=16, n_channels=8, seed=0)
+    fit(config, tiny_root, out, cache_dir=tmp_path_factory.mktemp("tiny-cache"), progress=False, verbose=False)
+    return out / CHECKPOINT_NAME
+
+
 @pytest.fixture()
 def shared_reference() -> Path:
     """../shared/reference, or skip the test when this checkout has none (as on a fresh clone)."""

@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     root_help = (
-        "UrbanSound8K folder or its parent (default: $US8K_ROOT, else data/UrbanSound8K, "
-        "else the generated mini dataset)"
+        "UrbanSound8K folder or its parent, or 'sample' for the bundled real sample (20 real clips) "
+        "(default: $US8K_ROOT, which accepts the same, else data/UrbanSound8K, else the generated mini dataset)"
     )
 
     p = sub.add_parser("make-mini", help="generate the small offline UrbanSound8K (real layout and formats)")
@@ -76,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("predict", help="print the top-3 classes of WAV files with a trained checkpoint")
+    p = sub.add_parser("predict", help="print the top-3 classes of sound files (and folders of them) with a trained checkpoint")
     p.add_argument("checkpoint", help="checkpoint.pt written by train")
-    p.add_argument("files", nargs="+", metavar="FILE.wav", help="WAV files in any format")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="sound files (WAV in any format, FLAC, OGG, MP3, ...) or folders, searched recursively; "
+                        "a file that cannot be read is reported and the others are still classified (exit 1)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the predictions and failures as JSON")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("download", help="download, verify and extract the real UrbanSound8K (6 GB)")
