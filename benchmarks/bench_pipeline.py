@@ -62,7 +62,7 @@ from us8k_lib import audio, dataset
 from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.dataset import US8KDataset, build_cache, collate_clips
 from us8k_lib.metadata import load_metadata, reference_metadata_path
-from us8k_lib.model import M5
+from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
 from us8k_lib.dataset import make_loader
 from us8k_lib.train import TrainConfig
@@ -242,7 +242,7 @@ def training_flops(batch: int) -> float:
     """Matmul/conv FLOPs of one M5 forward + backward at this batch size (torch's flop counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = M5()
+    model = build_model("m5")
     x, y = torch.randn(batch, 1, audio.TARGET_LENGTH), torch.randint(0, 10, (batch,))
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), y).backward()
@@ -299,7 +299,7 @@ def make_step(variant: str, batch: int) -> Callable[[], None]:
     # Mirrors the inner loop of us8k_lib.train.fit on CPU: logits, cross-entropy, Adam,
     # deterministic algorithms on, no autocast (this CPU has no native bf16); the caller runs it
     # inside reuse_freed_memory(), as fit does.
-    model = M5()
+    model = build_model("m5")
     forward = torch.compile(model) if variant == "ours-compiled" else model
     config = TrainConfig()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -392,7 +392,7 @@ def p5_child(root: str, cache_dir: str, fwd_batches: int, keep_freed: bool = Tru
         train = US8KDataset(root, config.folds_to_train, metadata=meta, cache_dir=cache_dir, progress=False)
         test = US8KDataset(root, [config.test_fold], metadata=meta, cache_dir=cache_dir, progress=False)
         device = torch.device("cpu")
-        model = M5()
+        model = build_model("m5")
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         start_kb = _status_kb("self", "VmRSS")
         t0 = time.perf_counter()

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 
 from us8k_lib.errors import CheckpointError
-from us8k_lib.model import M5, M5Config
+from us8k_lib.model import ModelConfig, RawWaveformCNN, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
 CHECKPOINT_FORMAT = "us8k-m5-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: ``model_config`` is a :class:`us8k_lib.model.ModelConfig` (name, n_classes, width, normalize),
+#: any model of the family. Version 1 held M5's own config; such checkpoints are refused by version.
+CHECKPOINT_VERSION = 2
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -85,11 +87,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(checkpoint: str | Path | dict[str, Any]) -> M5:
-    """Return the M5 stored in a checkpoint, on CPU, in eval mode. Used by notebook 5."""
+def load_model(checkpoint: str | Path | dict[str, Any]) -> RawWaveformCNN:
+    """Return the network stored in a checkpoint (any model of the family), on CPU, in eval mode.
+
+    Raises:
+        CheckpointError: naming the file, when it cannot be read (see :func:`load_checkpoint`)
+            or its model config or weights do not fit this code.
+
+    Used by notebook 5 and ``predict``.
+    """
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    model = M5(M5Config(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    try:
+        model = build_model(ModelConfig(**ckpt["model_config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: its model config {ckpt['model_config']} does not fit this code: "
+                              f"{exc}") from exc
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # torch lists every missing, unexpected and misshaped tensor
+        first = str(exc).splitlines()[1:2] or [""]
+        raise CheckpointError(f"{where}: its weights do not fit the {model.title} its config describes "
+                              f"({first[0].strip()})") from exc
     return model.eval()
 
 
