@@ -1,5 +1,5 @@
-"""The three descriptions of the environment (pyproject, environment.yml, binder/) must agree,
-and the README's set-up commands must be the ones CI runs."""
+"""The three descriptions of the environment (pyproject, environment.yml, binder/) and the lock
+(constraints.txt) must agree on every pin, and the README's set-up commands must be the ones CI runs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-# conda-forge names of the packages whose PyPI names differ
-CONDA_NAMES = {"soundfile": "pysoundfile"}
+CONSTRAINTS = ROOT / "constraints.txt"
 
 
 def _split(requirement: str) -> tuple[str, str]:
@@ -26,33 +28,69 @@ def _pyproject_requirements() -> dict[str, str]:
     return dict(_split(r) for r in reqs)
 
 
-def _conda_requirements(path: Path) -> dict[str, str]:
-    deps = yaml.safe_load(path.read_text())["dependencies"]
-    out: dict[str, str] = {}
-    for dep in deps:
+def _conda_env(path: Path) -> tuple[list[str], dict[str, str], list[str]]:
+    """Return (conda packages, pip requirements, pip option lines such as ``-c FILE``) of an environment.yml."""
+    conda, pip, options = [], {}, []
+    for dep in yaml.safe_load(path.read_text())["dependencies"]:
         if isinstance(dep, dict):
-            out.update(_split(r) for r in dep["pip"])
+            for line in dep["pip"]:
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith("-"):
+                    options.append(line)
+                else:
+                    pip.update([_split(line)])
         else:
-            name, spec = _split(dep.replace("=", "==", 1) if re.match(r"^[\w.\-]+=[^=]", dep) else dep)
-            out[name] = spec
-    for tool in ("python", "pip"):
-        out.pop(tool, None)
-    return out
+            conda.append(dep.split("=")[0])
+    return conda, pip, options
 
 
-def test_environment_yml_matches_pyproject() -> None:
-    expected = {CONDA_NAMES.get(k, k): v for k, v in _pyproject_requirements().items()}
-    assert _conda_requirements(ROOT / "environment.yml") == expected
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
 
 
-def test_binder_environment_matches_pyproject() -> None:
-    expected = {CONDA_NAMES.get(k, k): v for k, v in _pyproject_requirements().items()}
-    assert _conda_requirements(ROOT / "binder" / "environment.yml") == expected
+@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
+def test_environment_files_match_pyproject_and_use_the_lock(env_file: str) -> None:
+    path = ROOT / env_file
+    conda, pip, options = _conda_env(path)
+    assert sorted(conda) == ["pip", "python"], "conda provides Python only; pip installs the locked packages"
+    assert pip == _pyproject_requirements()
+    assert len(options) == 1 and options[0].startswith("-c "), options
+    # conda hands the pip list to pip as a requirements file in the environment file's folder
+    assert (path.parent / options[0][3:].strip()).resolve() == CONSTRAINTS
 
 
-def test_torch_and_torchaudio_pinned_to_the_same_release() -> None:
+def test_torch_and_torchaudio_pinned_exactly_everywhere() -> None:
     reqs = _pyproject_requirements()
-    assert reqs["torch"] == reqs["torchaudio"] == "==2.11.*"
+    pins = _constraints()
+    for name in ("torch", "torchaudio"):
+        assert re.fullmatch(r"==\d+\.\d+\.\d+", reqs[name]), f"{name} must be pinned to one exact release"
+        assert pins[name] == reqs[name][2:], f"constraints.txt and pyproject.toml disagree on {name}"
+
+
+def test_constraints_pin_every_dependency_within_pyproject_ranges() -> None:
+    """Every requirement of pyproject (all extras) has an exact pin, and the pin satisfies its range."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + [r for group in project["optional-dependencies"].values() for r in group]
+    pins = _constraints()
+    for text in reqs:
+        req = Requirement(text)
+        key = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert key in pins, f"constraints.txt has no pin for {req.name}"
+        assert req.specifier.contains(pins[key], prereleases=True), f"{req.name}=={pins[key]} is outside {req.specifier}"
+
+
+def test_every_install_path_uses_the_lock() -> None:
+    """README commands, the browser-test installer and Binder all install with -c constraints.txt."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count('pip install -c constraints.txt -e ".[dev]"') >= 2
+    assert '-c constraints.txt -e ".[browser]"' in (ROOT / ".ci" / "install-browser").read_text()
+    assert "python tools/constraints.py installed" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_binder_post_build_is_strict_and_installs_the_package() -> None:
@@ -71,6 +109,6 @@ def test_ci_runs_the_readme_commands() -> None:
     )
     out = subprocess.run(["bash", "-c", script, "_", str(ROOT)], capture_output=True, text=True, check=True).stdout
     install, test = (part.strip() for part in out.split("---"))
-    assert install.endswith("python -m us8k_lib train") and 'pip install -e ".[dev]"' in install
-    assert test.endswith("pytest --nbval") and 'pip install -e ".[dev]"' in test
+    assert install.endswith("python -m us8k_lib train") and 'pip install -c constraints.txt -e ".[dev]"' in install
+    assert test.endswith("pytest --nbval") and 'pip install -c constraints.txt -e ".[dev]"' in test
     assert "\n" not in install and "\n" not in test

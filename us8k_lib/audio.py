@@ -23,10 +23,13 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
-import torchaudio
 from tqdm.auto import tqdm
 
+from us8k_lib._compat import require_torchaudio
 from us8k_lib.errors import AudioError
+
+# A torchaudio built for another torch fails here with a message that says how to repair it.
+torchaudio = require_torchaudio()
 
 __all__ = [
     "TARGET_SR",

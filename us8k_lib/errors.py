@@ -61,3 +61,7 @@ class CacheError(US8KError):
 
 class CheckpointError(US8KError):
     """A file is not a usable checkpoint, or does not match the run it should continue."""
+
+
+class TorchaudioLoadError(US8KError, ImportError):
+    """torchaudio is missing or does not load beside the installed torch (the message says how to repair)."""
