@@ -238,3 +238,50 @@ def test_a_clip_that_cannot_be_read_is_reported_in_the_widget(tiny_root, tiny_me
     assert m.audio.value == b"" and m.samples is None
     m.mistake_list.value = m.mistake_list.options[1][1]
     decode(m.audio.value)  # the next one plays
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled real sample in the widgets
+
+
+def test_browser_switches_between_the_offered_datasets(tiny_root, tiny_meta, real_sample):
+    b = listen.ClipBrowser(tiny_root, tiny_meta, class_name="drilling",
+                           datasets={"mini (synthesized)": tiny_root, "real sample": real_sample})
+    assert b.dataset_dropdown.layout.display is None and b.dataset_dropdown.value == "mini (synthesized)"
+    mini_audio = b.audio.value
+    b.dataset_dropdown.value = "real sample"
+    real = load_metadata(real_sample)
+    assert b.root == real_sample and len(b.metadata) == len(real)
+    drills = real[real["class"] == "drilling"]
+    assert b.class_dropdown.value == "drilling"  # the class is kept
+    assert list(b.fold_dropdown.options) == sorted(drills["fold"].unique())
+    assert b.path.parent.parent.parent == real_sample and b.path.name in set(drills["slice_file_name"])
+    played, sr = decode(b.audio.value)
+    original, original_sr = audio.read_wav(b.path)
+    assert (sr, played.shape) == (original_sr, original.shape) and b.audio.value != mini_audio
+    b.class_dropdown.value = "siren"
+    assert b.path.name in set(real.loc[real["class"] == "siren", "slice_file_name"])
+    b.use_dataset("mini (synthesized)")
+    assert b.root == tiny_root and b.class_dropdown.value == "siren" and b.path.parent.parent.parent == tiny_root
+    with pytest.raises(ValueError, match="no dataset 'real'"):
+        b.use_dataset("real")
+
+
+def test_dataset_choice_is_hidden_unless_offered_and_root_must_be_offered(tiny_root, tiny_meta, real_sample):
+    assert listen.ClipBrowser(tiny_root, tiny_meta).dataset_dropdown.layout.display == "none"
+    with pytest.raises(ValueError, match="not one of the datasets offered"):
+        listen.ClipBrowser(tiny_root, tiny_meta, datasets={"real sample": real_sample})
+
+
+def test_class_examples_with_own_captions_from_a_prediction_table(real_sample):
+    table = load_metadata(real_sample).head(3).rename(columns={"slice_file_name": "file"})
+    captions = [f"<b>clip {i}</b>" for i in range(3)]
+    grid = listen.make_class_examples(real_sample, table, listen_sr=8000, captions=captions)
+    for caption_html, (_, row), cell in zip(captions, table.iterrows(), grid.children):
+        caption, player = cell.children
+        assert caption.value == caption_html
+        x, sr = decode(player.value)
+        original, original_sr = audio.read_wav(clip_path(real_sample, row["fold"], row["file"]))
+        assert sr == 8000 and abs(len(x) - len(original) * sr / original_sr) <= 1
+    with pytest.raises(ValueError, match="2 captions for 3 clips"):
+        listen.make_class_examples(real_sample, table, captions=captions[:2])

@@ -10,14 +10,15 @@ Pictures are matplotlib figures rendered to JPEG into an ``ipywidgets.Image``; t
 front end (and in tests) without an interactive matplotlib backend.
 
 Used by notebook 2 (:class:`ClipBrowser`, :func:`make_class_examples`) and notebook 5
-(:class:`MistakesBrowser`).
+(:class:`MistakesBrowser`, :func:`make_class_examples`, and the upload widget of
+:mod:`us8k_lib.real_sounds`).
 """
 
 from __future__ import annotations
 
 import html
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,9 @@ class ClipBrowser(_ClipView):
     """Pick a class, a fold and a clip; hear it and see its waveform and spectrogram.
 
     Attributes:
+        dataset_dropdown: which dataset to browse, when the browser was given ``datasets``
+            (hidden otherwise); changing it reloads the classes from that dataset's metadata.
+        root, metadata: the dataset browsed now.
         class_dropdown, fold_dropdown, clip_dropdown: the three choices (changing one updates
             the ones after it, then the clip).
         view_toggle: play and draw the original file or what the model hears (8 kHz mono, 4 s).
@@ -170,30 +174,72 @@ class ClipBrowser(_ClipView):
     """
 
     def __init__(self, root: str | Path, metadata: pd.DataFrame | None = None, *,
-                 class_name: str | None = None, fold: int | None = None, clip: str | None = None) -> None:
-        """Build the browser over ``metadata`` (default: the dataset's own CSV) of the dataset in ``root``."""
-        super().__init__()
-        from us8k_lib.metadata import load_metadata
+                 class_name: str | None = None, fold: int | None = None, clip: str | None = None,
+                 datasets: Mapping[str, str | Path] | None = None) -> None:
+        """Build the browser over ``metadata`` (default: the dataset's own CSV) of the dataset in ``root``.
 
-        self.root = Path(root)
-        table = load_metadata(self.root) if metadata is None else metadata
-        self.metadata = table.assign(**{"class": table["class"].astype(str)})
-        present = set(self.metadata["class"])
-        classes = [c for c in CLASSES if c in present]
-        if not classes:
-            raise ValueError(f"{self.root}: the metadata has no clips to browse")
+        ``datasets`` (label -> dataset folder) adds a dropdown to switch to other datasets, e.g.
+        ``{"mini (synthesized)": root, "real sample": paths.sample_root()}``; ``root`` must be
+        one of them.
+        """
+        super().__init__()
         self._holding = False
-        self.class_dropdown = widgets.Dropdown(options=classes, description="class")
+        self._datasets = {label: Path(p) for label, p in (datasets or {}).items()}
+        self._labels = {p.resolve(): label for label, p in self._datasets.items()}
+        if self._datasets and Path(root).resolve() not in self._labels:
+            raise ValueError(f"{root}: not one of the datasets offered ({', '.join(map(str, self._datasets.values()))})")
+        self.dataset_dropdown = widgets.Dropdown(
+            options=list(self._datasets), description="dataset", layout=widgets.Layout(
+                width="auto", display=None if self._datasets else "none"))
+        self.class_dropdown = widgets.Dropdown(description="class")
         self.fold_dropdown = widgets.Dropdown(description="fold")
         self.clip_dropdown = widgets.Dropdown(description="clip", layout=widgets.Layout(width="380px"))
+        self._load(root, metadata)
+        if self._datasets:
+            self.dataset_dropdown.value = self._labels[self.root.resolve()]
+        self.dataset_dropdown.observe(self._on_dataset, names="value")
         self.class_dropdown.observe(self._on_class, names="value")
         self.fold_dropdown.observe(self._on_fold, names="value")
         self.clip_dropdown.observe(self._on_clip, names="value")
         self.widget = widgets.VBox([
+            self.dataset_dropdown,
             widgets.HBox([self.class_dropdown, self.fold_dropdown, self.clip_dropdown]),
             self.view_toggle, self.caption, self.audio, self.image,
         ])
-        self.select(class_name or classes[0], fold, clip)
+        self.select(class_name or self.class_dropdown.options[0], fold, clip)
+
+    def _load(self, root: str | Path, metadata: pd.DataFrame | None) -> None:
+        """Make ``root`` the dataset browsed: read its metadata and offer its classes."""
+        from us8k_lib.metadata import load_metadata
+
+        root = Path(root)
+        table = load_metadata(root) if metadata is None else metadata
+        table = table.assign(**{"class": table["class"].astype(str)})
+        present = set(table["class"])
+        classes = [c for c in CLASSES if c in present]
+        if not classes:
+            raise ValueError(f"{root}: the metadata has no clips to browse")
+        self.root, self.metadata = root, table
+        with self._hold():
+            self.class_dropdown.options = classes
+
+    def use_dataset(self, label: str) -> None:
+        """Browse the dataset offered as ``label`` (see ``datasets``), keeping the class if it has one.
+
+        Raises:
+            ValueError: if no dataset was offered under that label.
+        """
+        if label not in self._datasets:
+            raise ValueError(f"no dataset {label!r} (choose from {list(self._datasets)})")
+        keep = self.class_dropdown.value
+        self._load(self._datasets[label], None)
+        with self._hold():
+            self.dataset_dropdown.value = label
+        self.select(keep if keep in self.class_dropdown.options else self.class_dropdown.options[0])
+
+    def _on_dataset(self, change: dict) -> None:
+        if not self._holding and change["new"] is not None:
+            self.use_dataset(change["new"])
 
     @contextmanager
     def _hold(self) -> Iterator[None]:
@@ -362,25 +408,32 @@ def pick_class_examples(metadata: pd.DataFrame, *, seed: int = 0, fold: int | No
 
 
 def make_class_examples(root: str | Path, examples: pd.DataFrame, *, listen_sr: int = EXAMPLE_LISTEN_SR,
-                        columns: int = 5) -> widgets.GridBox:
+                        columns: int = 5, captions: Sequence[str] | None = None) -> widgets.GridBox:
     """Return a grid of players, one per row of ``examples`` (e.g. :func:`pick_class_examples`).
 
     Args:
         root: the dataset folder the clips are in.
-        examples: metadata rows (slice_file_name, fold, class) to play.
+        examples: rows naming the clips to play: ``slice_file_name`` (or ``file``), ``fold``,
+            and ``class`` for the default caption.
         listen_sr: playback sample rate (mono), kept modest so a saved notebook stays small.
         columns: players per row.
+        captions: one HTML caption per row instead of the class and file name.
 
     Returns:
         A ``GridBox``; each cell is a ``VBox`` of an HTML caption and an ``Audio`` player.
-        Used by notebook 2.
+        Used by notebooks 2 and 5.
     """
+    if captions is not None and len(captions) != len(examples):
+        raise ValueError(f"{len(captions)} captions for {len(examples)} clips")
+    name_column = "slice_file_name" if "slice_file_name" in examples.columns else "file"
     cells = []
-    for _, row in examples.iterrows():
-        x, sr = audio.read_wav(clip_path(root, int(row["fold"]), str(row["slice_file_name"])))
+    for i, (_, row) in enumerate(examples.iterrows()):
+        name = str(row[name_column])
+        x, sr = audio.read_wav(clip_path(root, int(row["fold"]), name))
         mono = audio.to_mono(x)
         heard = audio.resample(mono, sr, listen_sr) if sr != listen_sr else mono
-        caption = widgets.HTML(f"<b>{row['class']}</b><br><small>fold{row['fold']}/{row['slice_file_name']}</small>")
+        caption = widgets.HTML(captions[i] if captions is not None
+                               else f"<b>{row['class']}</b><br><small>fold{row['fold']}/{name}</small>")
         cells.append(widgets.VBox([caption, make_audio_widget(heard, listen_sr)],
                                   layout=widgets.Layout(border="1px solid #ddd", padding="4px")))
     return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns=f"repeat({columns}, 1fr)",

@@ -1,0 +1,295 @@
+"""What the model makes of real sounds: the bundled real sample, an honest verdict, your own sound.
+
+The mini dataset's audio is synthesized, so a model trained on it has never heard a real dog bark
+or siren. This module puts that model in front of real recordings: the 20 genuine UrbanSound8K
+clips shipped with the package (:func:`us8k_lib.paths.sample_root`), with a verdict worded from
+the numbers it is given (:func:`real_sample_verdict`), and any sound file a learner uploads
+(:class:`SoundUploader`, an ipywidgets upload button with a player, the waveform the model hears
+and its top-3 classes).
+
+Used by notebook 5.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from us8k_lib import listen, plots
+from us8k_lib.errors import US8KError
+from us8k_lib.evaluate import EvalResult, evaluate
+from us8k_lib.metadata import CLASSES, load_metadata
+from us8k_lib.paths import is_mini, sample_root
+from us8k_lib.predict import Classifier, Sound
+
+#: Chance level on UrbanSound8K's 10 classes: a guess is right one time in ten.
+CHANCE = 1 / len(CLASSES)
+#: What the upload button offers in the file dialog (any file can still be chosen).
+ACCEPT = "audio/*,.wav,.flac,.ogg,.oga,.opus,.mp3,.aif,.aiff,.au,.caf"
+
+
+def evaluate_sample(model: torch.nn.Module, *, root: str | Path | None = None,
+                    cache_dir: str | Path | None = None) -> EvalResult:
+    """Classify every clip of the bundled real sample (or another small dataset) with ``model``.
+
+    Args:
+        model: returns logits over :data:`us8k_lib.metadata.CLASSES`; run on its own device.
+        root: the dataset to classify; default :func:`us8k_lib.paths.sample_root`.
+        cache_dir: where the formatted clips are cached (default: the project's cache folder).
+
+    Returns:
+        An :class:`us8k_lib.evaluate.EvalResult` over all the dataset's clips (all folds).
+        Used by notebook 5.
+    """
+    from us8k_lib.dataset import US8KDataset
+
+    root = sample_root() if root is None else Path(root)
+    data = US8KDataset(root, folds=range(1, 11), cache_dir=cache_dir, progress=False)
+    return evaluate(model, data)
+
+
+def clips_heard_in_training(training_root: str | Path, train_folds: Sequence[int],
+                            sample: str | Path | None = None) -> list[str]:
+    """Return the sample clips whose recordings a model trained on ``training_root`` has heard.
+
+    The mini dataset reuses real file names but synthesizes its audio, so a model trained on it
+    has heard none of the real clips (empty list). A model trained on the real UrbanSound8K has
+    heard every sample clip that sits in one of its training folds.
+
+    Args:
+        training_root: the dataset the model was trained on.
+        train_folds: the folds it was trained on (e.g. ``config.folds_to_train``).
+        sample: the real clips to check; default the bundled sample.
+
+    Returns:
+        File names, sorted. Used by notebook 5.
+    """
+    if is_mini(training_root):
+        return []
+    trained = load_metadata(training_root)
+    names = set(trained.loc[trained["fold"].isin(list(train_folds)), "slice_file_name"])
+    return sorted(n for n in load_metadata(sample_root() if sample is None else sample)["slice_file_name"]
+                  if n in names)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Return the Wilson score interval of an accuracy of ``correct`` out of ``n`` (95% for z = 1.96).
+
+    Unlike the textbook ``p +- z*sqrt(p(1-p)/n)``, it stays inside [0, 1] and is sensible for
+    small ``n`` and for 0 or ``n`` correct. Used by notebook 5.
+    """
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be in 0..{n}, got {correct}")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def real_sample_verdict(result: EvalResult, *, synthetic_accuracy: float | None = None,
+                        heard: Sequence[str] = ()) -> str:
+    """Word what an evaluation on a few real clips shows, claiming no more than its numbers.
+
+    The sentences are chosen from the numbers: the share right and its 95% Wilson interval
+    (:func:`wilson_interval`), compared with chance (10%) and, if given, with the model's
+    accuracy on its (synthetic) test fold; how many classes the model predicted at all; and a
+    warning when the model was trained on some of these very clips (``heard``, from
+    :func:`clips_heard_in_training`).
+
+    Returns:
+        A few sentences of plain text. Used by notebook 5.
+    """
+    n = result.n_clips
+    if n == 0:
+        return "No clips were classified, so there is nothing to conclude."
+    correct = int(result.predictions["correct"].sum())
+    low, high = wilson_interval(correct, n)
+    lines = [f"{correct} of {n} real clips classified correctly ({correct / n:.0%}); with only {n} clips, "
+             f"the 95% interval for the model's accuracy on such clips is {low:.0%} to {high:.0%}. "
+             f"Guessing would get {CHANCE:.0%}."]
+    if heard:
+        lines.append(f"Careful: the model was trained on {len(heard)} of these {n} clips, so this is not a test "
+                     "on sounds it has never heard.")
+    if low <= CHANCE:
+        lines.append(f"That is not distinguishable from guessing with {n} clips: "
+                     "what the model learned does not carry over to these real recordings.")
+    elif synthetic_accuracy is not None and high < synthetic_accuracy:
+        lines.append(f"That is better than guessing, but below the {synthetic_accuracy:.0%} it scored on its "
+                     "test fold: part of what it learned carries over to real recordings, much does not.")
+    elif synthetic_accuracy is not None:
+        lines.append(f"As far as {n} clips can tell, that is as good as the {synthetic_accuracy:.0%} it scored on "
+                     "its test fold.")
+    else:
+        lines.append("That is better than guessing.")
+    counts = result.predictions["predicted"].value_counts()
+    if len(counts):
+        top, times = str(counts.index[0]), int(counts.iloc[0])
+        really = int((result.predictions["true"] == top).sum())
+        lines.append(f"It predicted {len(counts)} different classes for the {n} clips, "
+                     f"{top} most often ({times} times; {really} of the clips are really {top}).")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classify your own sound
+
+
+def _safe_name(name: str) -> str:
+    """The last path component of an uploaded file's name, with only harmless characters."""
+    base = re.sub(r"[^A-Za-z0-9._ -]", "_", Path(str(name)).name).strip(" .")
+    return base or "upload"
+
+
+def _result_figure(sound: Sound, top: list[tuple[str, float]]) -> Figure:
+    """Waveform of the model input (left) and the top classes as horizontal bars (right)."""
+    fig = Figure(figsize=(10.0, 2.8), layout="constrained")
+    wave_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    plots.plot_waveform(sound.model_input, sound.model_sr, ax=wave_ax, max_points=4000,
+                        title=f"what the model hears: {sound.model_sr:,} Hz mono, "
+                              f"{len(sound.model_input) / sound.model_sr:g} s")
+    names = [name for name, _ in top][::-1]
+    probs = [p for _, p in top][::-1]
+    bars = bar_ax.barh(names, probs, color=["#bbbbbb"] * (len(top) - 1) + ["#2e86c1"])
+    bar_ax.bar_label(bars, labels=[f"{p:.0%}" for p in probs], padding=3)
+    bar_ax.set_xlim(0, 1.15)
+    bar_ax.set_xlabel("probability")
+    bar_ax.set_title(f"top {len(top)} classes")
+    return fig
+
+
+class SoundUploader:
+    """"Classify your own sound": upload a sound file and see what the model makes of it.
+
+    For an upload it shows the file's format and duration, a player for the file and one for
+    what the model hears, the waveform of the model input and the top-``k`` classes as a bar
+    chart. A file that cannot be used (empty, corrupt, too short, silent, a format libsndfile
+    cannot decode) gets a message in the widget saying what is wrong with which file, and the
+    widget is ready for the next upload.
+
+    Attributes:
+        upload: the ``FileUpload`` button. info: HTML line with the format or the problem.
+        players: the players. image: waveform + bar chart (PNG). ranking: the top classes as text.
+        classifier: the :class:`us8k_lib.predict.Classifier` used.
+        sound, top, problem: the last upload's :class:`us8k_lib.predict.Sound`, top classes and
+            problem (None where not applicable).
+        widget: the whole thing, a ``VBox``; displaying the uploader displays it.
+
+    Used by notebook 5.
+    """
+
+    def __init__(self, model: Classifier | torch.nn.Module | str | Path, classes: Sequence[str] = CLASSES,
+                 *, k: int = 3) -> None:
+        """Use ``model``: the notebook's trained model (with its ``classes``), a
+        :class:`~us8k_lib.predict.Classifier`, or the path of any checkpoint written by ``train``.
+
+        Raises:
+            CheckpointError: if a checkpoint path is given and is not usable.
+        """
+        if isinstance(model, Classifier):
+            self.classifier = model
+        elif isinstance(model, (str, Path)):
+            self.classifier = Classifier.from_checkpoint(model)
+        else:
+            self.classifier = Classifier(model, classes)
+        self.k = min(int(k), len(self.classifier.classes))
+        self.upload = widgets.FileUpload(accept=ACCEPT, multiple=False, description="Upload a sound",
+                                         layout=widgets.Layout(width="auto"))
+        self.info = widgets.HTML("Upload a sound file (WAV, FLAC, OGG, MP3, ...) to classify it.")
+        self.players = widgets.Box()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="900px"))
+        self.ranking = widgets.HTML()
+        self.sound: Sound | None = None
+        self.top: list[tuple[str, float]] | None = None
+        self.problem: str | None = None
+        self.upload.observe(self._on_upload, names="value")
+        self.widget = widgets.VBox([self.upload, self.info, self.players, self.ranking, self.image])
+
+    def classify_file(self, path: str | Path, name: str | None = None) -> list[tuple[str, float]] | None:
+        """Classify a sound file on disk and show the result in the widget (as an upload would).
+
+        Args:
+            path: the file.
+            name: the name to show (default: the file's name).
+
+        Returns:
+            The top-``k`` ``(class, probability)`` pairs, or None when the file cannot be used
+            (then :attr:`problem` says why, and so does the widget).
+        """
+        name = name or Path(path).name
+        try:
+            sound = self.classifier.load(path)
+            top = self.classifier.top(sound.model_input, self.k)
+        except US8KError as exc:
+            self._show_problem(name, str(getattr(exc, "problem", exc)))
+            return None
+        self._show_result(name, sound, top)
+        return top
+
+    def classify_bytes(self, name: str, content: bytes) -> list[tuple[str, float]] | None:
+        """Classify the bytes of an uploaded file called ``name``; see :meth:`classify_file`."""
+        shown = _safe_name(name)
+        with tempfile.TemporaryDirectory(prefix="us8k-upload-") as tmp:
+            path = Path(tmp) / shown
+            path.write_bytes(bytes(content))
+            return self.classify_file(path, name=shown)
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return  # the reset below, or nothing chosen
+        upload = files[0]
+        try:
+            self.classify_bytes(upload["name"], upload["content"])
+        except Exception as exc:  # noqa: BLE001
+            # A widget callback has nowhere to raise to but a log the learner never sees; say it
+            # in the widget instead, and stay usable for the next file.
+            self._show_problem(_safe_name(upload.get("name", "upload")), f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            # Forget the upload, so that choosing the same file again is a change too.
+            self.upload.value = ()
+
+    def _show_problem(self, name: str, problem: str) -> None:
+        self.sound, self.top, self.problem = None, None, problem
+        self.info.value = (f"<b style='color:#c0392b'>Cannot classify {html.escape(name)}: "
+                           f"{html.escape(problem)}</b><br><small>Try another file.</small>")
+        self.players.children = ()
+        self.image.value = b""
+        self.ranking.value = ""
+
+    def _show_result(self, name: str, sound: Sound, top: list[tuple[str, float]]) -> None:
+        self.sound, self.top, self.problem = sound, top, None
+        seconds, model_seconds = sound.duration, len(sound.model_input) / sound.model_sr
+        note = ""
+        if seconds > model_seconds:
+            note = f" <small>(the model hears the first {model_seconds:g} s)</small>"
+        elif seconds < model_seconds:
+            note = f" <small>(padded with silence to {model_seconds:g} s for the model)</small>"
+        self.info.value = f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {seconds:.2f} s{note}"
+        self.players.children = (listen.make_players([
+            ("your file", sound.samples[:, 0] if sound.samples.shape[1] == 1 else sound.samples, sound.sr),
+            ("what the model hears", sound.model_input, sound.model_sr)]),)
+        self.ranking.value = "<b>The model's top {}:</b> ".format(len(top)) + " &middot; ".join(
+            f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}" for i, (c, p) in enumerate(top, 1))
+        fig = _result_figure(sound, top)
+        self.image.value = listen.figure_bytes(fig, fmt="png")
+
+    def snapshot(self) -> Any:
+        """Return the current picture as an ``IPython.display.Image`` (a copy that shows without widgets)."""
+        from IPython.display import Image
+
+        return Image(data=self.image.value, format="png")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
