@@ -285,3 +285,11 @@ def test_class_examples_with_own_captions_from_a_prediction_table(real_sample):
         assert sr == 8000 and abs(len(x) - len(original) * sr / original_sr) <= 1
     with pytest.raises(ValueError, match="2 captions for 3 clips"):
         listen.make_class_examples(real_sample, table, captions=captions[:2])
+
+
+def test_dataset_choices_offer_the_active_dataset_and_the_real_sample(tiny_root, real_sample):
+    assert listen.dataset_choices(tiny_root) == {
+        "active: generated mini dataset (synthesized sounds)": tiny_root,
+        "bundled real sample (20 real recordings)": real_sample,
+    }
+    assert listen.dataset_choices(real_sample) == {"active: bundled real sample (20 real recordings)": real_sample}

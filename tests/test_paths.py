@@ -116,3 +116,18 @@ def test_a_folder_called_sample_is_reached_as_dot_slash_sample(isolated: Path, m
     assert paths.normalize_root("sample") == paths.sample_root()
     assert paths.normalize_root("./sample") == mine.resolve()
     assert paths.normalize_root(Path("sample")) == mine.resolve()
+
+
+def test_describe_dataset_says_synthesized_or_real(tiny_root: Path) -> None:
+    assert paths.describe_dataset(tiny_root) == "generated mini dataset (synthesized sounds)"
+    assert paths.describe_dataset(paths.sample_root()) == "bundled real sample (20 real recordings)"
+    assert paths.describe_dataset("sample") == "bundled real sample (20 real recordings)"
+    assert paths.describe_dataset(Path("/elsewhere/UrbanSound8K")) == "UrbanSound8K (real recordings)"
+
+
+def test_sample_credits_one_row_per_clip() -> None:
+    credits = paths.sample_credits()
+    assert list(credits.columns) == ["slice_file_name", "fold", "class", "fsID", "format", "freesound_user",
+                                     "freesound_url"]
+    assert len(credits) == 20 and credits["slice_file_name"].is_unique
+    assert (credits["fold"].dtype, credits["fsID"].dtype) == ("int64", "int64")

@@ -22,7 +22,7 @@ from us8k_lib import real_sounds
 from us8k_lib.checkpoint import load_model
 from us8k_lib.evaluate import EvalResult
 from us8k_lib.metadata import CLASSES, load_metadata
-from us8k_lib.paths import clip_path
+from us8k_lib.paths import clip_path, sample_credits
 from us8k_lib.predict import Classifier, load_sound
 from us8k_lib.real_sounds import SoundUploader, clips_heard_in_training, real_sample_verdict, wilson_interval
 
@@ -216,3 +216,22 @@ def test_uploader_works_with_the_model_in_memory_and_a_flac_file(tiny_checkpoint
     assert "FLAC 16-bit stereo 22.05 kHz, 0.50 s" in uploader.info.value
     assert "padded with silence to 4 s" in uploader.info.value
     assert uploader.snapshot().data == uploader.image.value
+
+
+def test_prediction_players_caption_truth_answer_and_author(real_sample: Path) -> None:
+    meta = load_metadata(real_sample)
+    true = list(meta["class"])
+    predicted = ["siren"] * len(true)
+    result = _result(true, predicted)
+    result.predictions["file"] = list(meta["slice_file_name"])
+    result.predictions["fold"] = list(meta["fold"])
+    grid = real_sounds.prediction_players(result)
+    assert len(grid.children) == 20
+    table = sample_credits()
+    credits = dict(zip(table["slice_file_name"], table["freesound_user"]))
+    for row, cell in zip(result.predictions.itertuples(), grid.children):
+        caption, player = cell.children
+        assert f"<b>{row.true}</b>" in caption.value and "heard as siren (50%)" in caption.value
+        assert ("right" in caption.value) == (row.true == "siren") and f"by {credits[row.file]}" in caption.value
+        x, sr = sf.read(io.BytesIO(player.value))
+        assert sr == 8000 and x.ndim == 1

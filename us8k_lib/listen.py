@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from us8k_lib import audio, plots
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
-from us8k_lib.paths import clip_path
+from us8k_lib.paths import clip_path, describe_dataset, is_sample, sample_root
 
 #: Sample rate the side-by-side examples are played at: high enough to hear every class well,
 #: low enough that ten players saved in a notebook stay small.
@@ -92,6 +92,18 @@ def _draw_clip(fig: Figure, x: np.ndarray, sr: int, title: str) -> None:
 def _describe_file(path: Path) -> str:
     info = audio.read_header(path)
     return f"{info['description']}, {info['duration']:.2f} s"
+
+
+def dataset_choices(root: str | Path) -> dict[str, Path]:
+    """Return ``{label: folder}`` for :class:`ClipBrowser`'s ``datasets``: the active dataset and
+    the bundled real sample, each labelled with what it holds (see ``paths.describe_dataset``).
+
+    Used by notebook 2.
+    """
+    choices = {f"active: {describe_dataset(root)}": Path(root)}
+    if not is_sample(root):
+        choices[describe_dataset(sample_root())] = sample_root()
+    return choices
 
 
 class _ClipView:

@@ -58,6 +58,37 @@ def evaluate_sample(model: torch.nn.Module, *, root: str | Path | None = None,
     return evaluate(model, data)
 
 
+def prediction_players(result: EvalResult, root: str | Path | None = None, *, columns: int = 5) -> widgets.GridBox:
+    """Return a player per classified clip, captioned with its true class, the model's answer
+    and, for the bundled sample, the clip's freesound.org author.
+
+    The players play what the model hears (mono, 8 kHz), which also keeps a saved notebook small.
+
+    Args:
+        result: an evaluation of the clips (e.g. :func:`evaluate_sample`).
+        root: the dataset folder the clips are in (default: the bundled sample).
+        columns: players per row.
+
+    Returns:
+        A ``GridBox`` (see :func:`us8k_lib.listen.make_class_examples`). Used by notebook 5.
+    """
+    from us8k_lib.audio import TARGET_SR
+    from us8k_lib.paths import sample_credits
+
+    root = sample_root() if root is None else Path(root)
+    credits = sample_credits() if root == sample_root() else None
+    authors = {} if credits is None else dict(zip(credits["slice_file_name"], credits["freesound_user"]))
+    captions = []
+    for row in result.predictions.itertuples():
+        mark = "<span style='color:#1e8449'>&#10004; right</span>" if row.correct else \
+            "<span style='color:#c0392b'>&#10008; wrong</span>"
+        by = f"<br><small>by {html.escape(authors[row.file])} (freesound.org)</small>" if row.file in authors else ""
+        captions.append(f"<b>{html.escape(row.true)}</b> {mark}<br><small>heard as {html.escape(row.predicted)} "
+                        f"({row.probability:.0%})<br>fold{row.fold}/{html.escape(row.file)}</small>{by}")
+    return listen.make_class_examples(root, result.predictions, listen_sr=TARGET_SR, columns=columns,
+                                      captions=captions)
+
+
 def clips_heard_in_training(training_root: str | Path, train_folds: Sequence[int],
                             sample: str | Path | None = None) -> list[str]:
     """Return the sample clips whose recordings a model trained on ``training_root`` has heard.
