@@ -1,6 +1,7 @@
 """Benchmark our data and training pipeline against the original tutorial's, side by side.
 
     python benchmarks/bench_pipeline.py [--clips N] [--quick]
+    python benchmarks/bench_pipeline.py --only augment [--device cuda]
 
 Generates N clips in the real dataset's dominant format (PCM 16-bit stereo 44.1 kHz, 4 s) into a
 temporary folder, then measures in one run, on those same files:
@@ -30,9 +31,16 @@ temporary folder, then measures in one run, on those same files:
       with glibc's default allocator, to show what ``reuse_freed_memory`` costs in memory.
       Target <= 1.5 GB.
 
+  AUG training clips/s with every augmentation on (``us8k_lib.augment``, the ``strong`` preset:
+      shift, speed, mask, background noise, mixup, applied to each batch after it reaches the
+      device, as ``fit`` does) vs off, fit's training step at fit's batch size, the two variants
+      alternating in one process on the same batch; and the augmenter alone per preset (ms per
+      batch). The data path is untouched by augmentation, so P1 does not change. Runs alone with
+      ``--only augment`` (seconds; ``--device cuda`` times it on a GPU, also at batch 128).
+
 Timings are best-of-N with the compared variants interleaved, so a noisy neighbour hurts both
 sides alike; on a shared machine the absolute numbers still move between runs.
-The last line sums up: ``P1 <x>x  P2 <x>x  P3 <x>x  P5 <GB> GB``.
+The last line sums up: ``P1 <x>x  P2 <x>x  P3 <x>x  P5 <GB> GB  AUG <x>x``.
 """
 
 from __future__ import annotations
@@ -430,6 +438,111 @@ def run_p5(folder: Path, fwd_batches: int) -> tuple[dict, dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# AUG: training with every augmentation on vs off (alone: --only augment)
+
+
+def augment_batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch shaped like real ones: every 6th clip a short event (1-3 s, zero-padded; 16 % of
+    UrbanSound8K's clips are shorter than 4 s), the others a full 4 s."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(batch, 1, audio.TARGET_LENGTH, generator=g)
+    for i in range(0, batch, 6):
+        x[i, :, audio.TARGET_SR * (1 + i % 3):] = 0
+    return x.to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
+
+
+def augment_rows(device: torch.device, batches: list[int], rounds: int,
+                 steps: int) -> tuple[list[tuple[str, str, str]], float]:
+    """Return the AUG rows and the on/off ratio at the first batch size.
+
+    Both variants run fit's step (M5 logits, cross-entropy, Adam; bf16 autocast where fit turns it
+    on; deterministic algorithms and reuse_freed_memory on a CPU) on the same batch, alternating
+    ``rounds`` times, ``steps`` steps each; each variant's best round counts."""
+    from us8k_lib.augment import AUGMENT_PRESETS, Augmenter
+    from us8k_lib.devices import autocast, decide_amp, deterministic
+
+    amp = decide_amp(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rows: list[tuple[str, str, str]] = []
+    ratios: list[float] = []
+    with deterministic(device), reuse_freed_memory(device.type == "cpu"):
+        for batch in batches:
+            x, y = augment_batch(batch, device)
+            torch.manual_seed(0)
+            model = build_model("m5").to(device).train()
+            opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().lr, weight_decay=TrainConfig().weight_decay)
+            strong = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS["strong"])
+            variants = {"off": None, "on": strong}
+
+            def step(aug: Augmenter | None) -> None:
+                xb, target = (x, y) if aug is None else aug(x, y)
+                with autocast(device, amp):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            for aug in variants.values():
+                step(aug)  # warm-up: kernels, allocator, the speed filters
+            for _ in range(rounds):
+                for name, aug in variants.items():
+                    sync()
+                    t0 = time.perf_counter()
+                    for _ in range(steps):
+                        step(aug)
+                    sync()
+                    times[name].append((time.perf_counter() - t0) / steps)
+            rate = {k: batch / best(t) for k, t in times.items()}
+            ratios.append(rate["on"] / rate["off"])
+            where = f"{device.type}, batch {batch}, {'bf16 autocast' if amp else 'fp32'}"
+            rows.append(("AUG training", f"{where}: M5 training step, no augmentation", f"{rate['off']:.1f} clips/s"))
+            rows.append(("AUG training", f"{where}: every augmentation on ('strong' preset)",
+                         f"{rate['on']:.1f} clips/s"))
+            rows.append(("AUG training", f"{where}: ratio on/off", f"{ratios[-1]:.2f}x"))
+            for preset in ("light", "strong"):
+                aug = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS[preset])
+
+                def call() -> None:
+                    aug(x, y)
+                    sync()
+
+                rows.append(("AUG training", f"{where}: the augmenter alone, '{preset}' preset",
+                             f"{per_call_ms(call, reps=10 if device.type == 'cpu' else 50):.2f} ms per batch"))
+    return rows, ratios[0]
+
+
+def print_rows(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[1]) for r in rows)
+    print()
+    print(f"{'measure':<15} {'variant':<{width}}  value")
+    print(f"{'-' * 15} {'-' * width}  {'-' * 30}")
+    for measure, variant, value in rows:
+        print(f"{measure:<15} {variant:<{width}}  {value}")
+
+
+def main_augment(device: torch.device, quick: bool) -> int:
+    """``--only augment``: the AUG rows alone, then ``AUG <ratio>x`` (on/off at fit's batch size)."""
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, load average {load_average()}"
+          + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    began = time.perf_counter()
+    batches = [TrainConfig().batch_size] + ([128] if device.type == "cuda" else [])
+    # Single steps, alternating, best of 8: on a shared CPU a step's time swings by 2x.
+    rounds, steps = (3, 1) if quick else ((8, 1) if device.type == "cpu" else (5, 20))
+    rows, ratio = augment_rows(device, batches, rounds, steps)
+    print_rows(rows)
+    print(f"\nTotal {time.perf_counter() - began:.0f} s, load average at the end {load_average()}.")
+    print(f"AUG {ratio:.2f}x ({device.type}, training clips/s with every augmentation on / off)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per variant (default 2, --quick 1)")
     parser.add_argument("--compile", action="store_true",
                         help="also time M5 under torch.compile in P3 (compiling takes minutes on 2 cores)")
+    parser.add_argument("--only", choices=["augment"], default=None,
+                        help="run one section alone: 'augment' = the AUG rows (seconds)")
+    parser.add_argument("--device", default="cpu", help="device for --only augment (default cpu; e.g. cuda)")
     parser.add_argument("--p5-child", nargs=4, metavar=("ROOT", "CACHE", "FWD", "KEEP"), help=argparse.SUPPRESS)
     parser.add_argument("--p3-child", nargs=3, metavar=("VARIANT", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -450,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.p5_child:
         p5_child(args.p5_child[0], args.p5_child[1], int(args.p5_child[2]), bool(int(args.p5_child[3])))
         return 0
+    if args.only == "augment":
+        return main_augment(torch.device(args.device), args.quick)
 
     n_clips = args.clips or (256 if args.quick else 1024)
     steps_n = args.steps or (1 if args.quick else 2)
@@ -571,6 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     p3 = p3_by_batch[BATCH]
     print(f"P3 done ({time.perf_counter() - began:.0f} s)", flush=True)
 
+    # ---- AUG: augmentation on vs off ---------------------------------------------------------
+    aug_rows, aug = augment_rows(torch.device("cpu"), [TrainConfig().batch_size],
+                                 *((3, 1) if args.quick else (8, 1)))
+    rows += aug_rows
+    print(f"AUG done ({time.perf_counter() - began:.0f} s)", flush=True)
+
     # ---- P5: memory ----------------------------------------------------------------------------
     with tempfile.TemporaryDirectory(prefix="us8k-bench-p5-") as tmp_name:
         res, res_default = run_p5(Path(tmp_name), fwd_batches=3)
@@ -593,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     for measure, variant, value in rows:
         print(f"{measure:<15} {variant:<{width}}  {value}")
     print(f"\nTotal {time.perf_counter() - began:.0f} s, load average at the end {load_average()}.")
-    print(f"P1 {p1:.0f}x  P2 {p2:.2f}x  P3 {p3:.2f}x  P5 {p5:.2f} GB")
+    print(f"P1 {p1:.0f}x  P2 {p2:.2f}x  P3 {p3:.2f}x  P5 {p5:.2f} GB  AUG {aug:.2f}x")
     return 0
 
 
