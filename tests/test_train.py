@@ -170,9 +170,9 @@ def test_evaluate_outputs_agree_with_each_other(tiny_root: Path, cache_dir: Path
 
     ds = US8KDataset(tiny_root, [10], cache_dir=cache_dir, progress=False)
     torch.manual_seed(0)
-    from us8k_lib.model import M5, M5Config
+    from us8k_lib.model import build_model
 
-    model = M5(M5Config(n_channels=8))
+    model = build_model("m5", width=8)
     result = evaluate(model, ds, batch_size=7)
     n = len(ds)
     assert result.n_clips == n == int(result.confusion.sum())

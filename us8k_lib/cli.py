@@ -1,6 +1,6 @@
 """Command line: ``python -m us8k_lib COMMAND`` (or ``us8k COMMAND``).
 
-Commands: ``make-mini``, ``train``, ``predict``, ``download``, ``validate``. Each command's work
+Commands: ``make-mini``, ``train``, ``crossval``, ``predict``, ``download``, ``validate``. Each command's work
 is a library function; this module only parses arguments and imports lazily, so ``--help`` is fast.
 """
 
@@ -23,6 +23,12 @@ def _train(args: argparse.Namespace) -> int:
     from us8k_lib.train import train_command
 
     return train_command(args)
+
+
+def _crossval(args: argparse.Namespace) -> int:
+    from us8k_lib.crossval import crossval_command
+
+    return crossval_command(args)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -62,19 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="regenerate even if a dataset is already there")
     p.set_defaults(func=_make_mini)
 
-    p = sub.add_parser("train", help="train M5 on all folds but one and test on that one")
+    p = sub.add_parser("train", help="train a model on all folds but one and test on that one")
     p.add_argument("--root", default=None, help=root_help)
     p.add_argument("--test-fold", type=int, default=10, help="held-out fold (default 10)")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: config's)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: config's)")
-    p.add_argument("--out", default=None, help="run folder for checkpoint, history and metrics (default runs/m5-foldF)")
+    p.add_argument("--val-fold", type=int, default=None,
+                   help="fold held out of training to select the epoch (default: none, report the last epoch)")
+    p.add_argument("--out", default=None, help="run folder for checkpoint, history and metrics (default runs/MODEL-foldF)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-amp", action="store_true", help="train in fp32 even where bf16 autocast is available")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: config's)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
+    _add_training_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("crossval", help="10-fold cross-validation on the official folds, epoch chosen on a validation fold")
+    p.add_argument("--root", default=None, help=root_help)
+    p.add_argument("--folds", default=None,
+                   help="test folds to run, e.g. 1-3 or 1,4,7 (default: every fold the dataset has)")
+    p.add_argument("--out", default=None, help="folder for the fold runs and summary (default runs/crossval-MODEL)")
+    _add_training_arguments(p)
+    p.set_defaults(func=_crossval)
 
     p = sub.add_parser("predict", help="print the top-3 classes of sound files (and folders of them) with a trained checkpoint")
     p.add_argument("checkpoint", help="checkpoint.pt written by train")
@@ -97,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also check each file's size and md5 against the shipped checksums (real data only)")
     p.set_defaults(func=_validate)
     return parser
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags ``train`` and ``crossval`` share (each maps to a TrainConfig field)."""
+    p.add_argument("--model", default=None, help="m3, m5 (default), m11, m18 or m34res (Dai et al. 2017)")
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: config's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="batch size (default: config's); under torchrun the global batch over all ranks")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: config's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="channels of the model's first stage (default: the paper's; small values for quick tests)")
+    p.add_argument("--no-amp", action="store_true", help="train in fp32 even where bf16 autocast is available")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: config's)")
+    p.add_argument("--device", default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
+    from us8k_lib.augment import add_augment_arguments  # the flags live beside the presets they name
+
+    add_augment_arguments(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -680,15 +680,17 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
-                workers: int | None = None, generator: torch.Generator | None = None) -> DataLoader:
+                workers: int | None = None, generator: torch.Generator | None = None,
+                sampler: Any = None) -> DataLoader:
     """Return a DataLoader suited to ``device``: pinned memory on CUDA, seeded shuffling.
 
-    Used by notebook 5.
+    ``sampler`` (e.g. a ``DistributedSampler`` under torchrun) replaces ``shuffle``. Used by
+    notebook 5 and every training run.
     """
     if workers is None:
         workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, sampler=sampler,
         num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
         pin_memory=device.type == "cuda", collate_fn=_collate,
     )

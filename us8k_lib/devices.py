@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from us8k_lib.distributed import launched_by_torchrun, local_rank
+
 
 def choose_device(preference: str = "auto") -> torch.device:
     """Return the device to train on: CUDA if available, else Apple MPS, else CPU.
@@ -20,7 +22,8 @@ def choose_device(preference: str = "auto") -> torch.device:
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each process on a machine takes its own GPU.
+        return torch.device("cuda", local_rank()) if launched_by_torchrun() else torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from us8k_lib.dataset import make_loader
 from us8k_lib.devices import autocast
+from us8k_lib.distributed import all_gather_objects, shard
+from us8k_lib.distributed import is_active as dist_is_active
 from us8k_lib.metadata import CLASSES
 
 
@@ -62,7 +64,7 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
              batch_size: int = 64, amp: bool = False, progress: bool = False,
-             classes: Sequence[str] = CLASSES) -> EvalResult:
+             classes: Sequence[str] = CLASSES, distributed: bool = False) -> EvalResult:
     """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
 
     Args:
@@ -73,6 +75,9 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
         batch_size: clips per forward pass (only used when ``data`` is a dataset).
         amp: bf16 autocast (see :func:`decide_amp`).
         progress: show a tqdm progress bar.
+        distributed: under torchrun, each rank evaluates every ``world_size``-th clip and the
+            ranks exchange their predictions, so every rank returns the same result over all
+            clips, each counted exactly once (needs a dataset, not a DataLoader).
         classes: class names, index = classID.
 
     Returns:
@@ -83,11 +88,15 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
             raise ValueError("evaluate() needs a DataLoader without shuffling "
                              "(its rows must match the dataset's table)")
         loader, dataset = data, data.dataset
+        if distributed and dist_is_active():
+            raise ValueError("evaluate(distributed=True) needs a dataset, not a DataLoader")
     else:
         dataset = data
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    mine = shard(len(dataset)) if distributed else range(len(dataset))
     if not isinstance(data, DataLoader):
-        loader = make_loader(dataset, batch_size, shuffle=False, device=device, workers=0)
+        part = dataset if len(mine) == len(dataset) else Subset(dataset, list(mine))
+        loader = make_loader(part, batch_size, shuffle=False, device=device, workers=0)
     model.eval()
     losses, preds, probs, trues = [], [], [], []
     for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
@@ -105,6 +114,9 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
     y_true = torch.cat(trues).numpy() if trues else np.zeros(0, dtype=np.int64)
     y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
     p_pred = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    loss_sum = float(sum(losses))
+    if len(mine) != len(dataset):
+        y_true, y_pred, p_pred, loss_sum = _gather_shards(np.asarray(mine), y_true, y_pred, p_pred, loss_sum)
     n = len(classes)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (y_true, y_pred), 1)
@@ -125,6 +137,18 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
     total = len(y_true)
     return EvalResult(
         accuracy=float(correct.sum() / total) if total else float("nan"),
-        loss=float(sum(losses) / total) if total else float("nan"),
+        loss=loss_sum / total if total else float("nan"),
         per_class=per_class, confusion=confusion, predictions=predictions,
     )
+
+
+def _gather_shards(indices: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, p_pred: np.ndarray,
+                   loss_sum: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Put every rank's per-clip results back into dataset order (each clip once)."""
+    parts = all_gather_objects((indices, y_true, y_pred, p_pred, loss_sum))
+    order = np.concatenate([p[0] for p in parts])
+    if len(np.unique(order)) != len(order):
+        raise AssertionError("distributed evaluation counted a clip twice")
+    at = np.argsort(order, kind="stable")
+    return (np.concatenate([p[1] for p in parts])[at], np.concatenate([p[2] for p in parts])[at],
+            np.concatenate([p[3] for p in parts])[at], float(sum(p[4] for p in parts)))
