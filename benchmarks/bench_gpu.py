@@ -1,0 +1,338 @@
+"""Training speed of each model of the family, and what an epoch and a 10-fold cross-validation cost.
+
+    python benchmarks/bench_gpu.py [--epochs 30] [--batch 128] [--steps N] [--models m5,m18]
+                                   [--device auto] [--quick] [--json results.json]
+
+(run from the project root with the package installed, or with ``PYTHONPATH=.``)
+
+For each model of Dai et al. (2017), built as ``train`` builds it (``build_model``, unit-RMS
+input scaling on, Adam with train's learning rate and weight decay), on the device ``train``
+would choose:
+
+  train fp32, train bf16   training clips/s through the library's own epoch loop
+                           (``us8k_lib.train.train_one_epoch``) fed by its own loader
+                           (``us8k_lib.dataset.make_loader``: on CUDA pinned memory, non-blocking
+                           copies and its default worker processes), at batch 128. The first pass
+                           over the loader warms up (cuDNN autotuning with ``cudnn.benchmark`` as
+                           train sets it, worker start, memory pools); the second is timed, between
+                           two CUDA synchronisations. bf16 means bf16 autocast, measured even where
+                           train would not use it (CPUs without native bf16, where it is slower).
+  eval fp32, eval bf16     evaluation clips/s through ``us8k_lib.evaluate.evaluate`` (batch 64, as
+                           train evaluates), timed on its second call.
+  epoch                    one epoch of ``train``'s default split of the full dataset: the 7,895
+                           clips of folds 1-9 trained, the 837 of fold 10 evaluated, at the rates
+                           measured, in the precision train uses on this device.
+  10-fold                  ``crossval``'s default protocol: for each of the 10 test folds, its 8
+                           training folds trained and its validation and test folds evaluated,
+                           every epoch, for ``--epochs`` epochs.
+
+The clips are synthetic: random 4 s, 8 kHz clips (32 000 samples) held in memory and served a
+batch at a time like the preprocessing cache serves them (one memory copy per batch; with loader
+workers, one more into shared memory, which the real cache avoids). Fold sizes are those of the
+shipped UrbanSound8K metadata. Epoch and cross-validation times are computed from measured
+throughput, not measured end to end: they leave out the one-time cache build, start-up and
+checkpoint writes. ``--quick`` (for CI, on a CPU) times one small batch per model and precision:
+it checks that everything runs, its numbers mean little. The last line gives bf16's speed-up over
+fp32 for each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from us8k_lib.allocator import reuse_freed_memory
+from us8k_lib.checkpoint import write_json
+from us8k_lib.crossval import fold_roles
+from us8k_lib.dataset import ClipBatch, make_loader
+from us8k_lib.devices import choose_device, cpu_has_native_bf16, decide_amp, deterministic
+from us8k_lib.evaluate import evaluate
+from us8k_lib.metadata import CLASSES, load_metadata
+from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
+from us8k_lib.train import TrainConfig, train_one_epoch
+
+LENGTH = 32000  # 4 s at 8 kHz, what the cache holds
+EVAL_BATCH = 64  # evaluate's default, as train evaluates
+
+
+class SyntheticClips(Dataset):
+    """``n`` random clips with random labels, served like :class:`us8k_lib.dataset.US8KDataset`.
+
+    Only ``distinct`` different waveforms are kept (index modulo), so a full-size set needs no
+    gigabyte of memory; every batch is still a fresh copy, as from the cache.
+    """
+
+    def __init__(self, n: int, length: int = LENGTH, distinct: int = 256, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.waveforms = 0.1 * torch.randn(min(n, distinct), 1, length, generator=gen)
+        self.labels = torch.randint(0, len(CLASSES), (n,), generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.waveforms[i % len(self.waveforms)], int(self.labels[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> ClipBatch:
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
+        return ClipBatch(self.waveforms[idx % len(self.waveforms)], self.labels[idx])
+
+
+@dataclass
+class Settings:
+    """How much to time: batch sizes, timed training steps, evaluated clips, warm-up on or off."""
+
+    batch: int
+    batch_bf16: int
+    steps: int
+    eval_clips: int
+    warmup: bool
+    width: int | None = None
+
+
+@dataclass
+class Result:
+    """One model's measurements (clips/s) and the costs computed from them (seconds)."""
+
+    model: str
+    title: str
+    width: int | None
+    parameters: int
+    train_fp32: float
+    train_bf16: float
+    eval_fp32: float
+    eval_bf16: float
+    precision: str
+    epoch_s: float
+    crossval_s: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_rate(name: str, device: torch.device, amp: bool, batch: int, steps: int, warmup: bool,
+               width: int | None = None) -> float:
+    """Return training clips/s of model ``name``: train_one_epoch over ``steps`` batches, timed."""
+    config = TrainConfig(model=name)
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=len(CLASSES), width=width, normalize=config.normalize).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = make_loader(SyntheticClips(batch * steps), batch, shuffle=True, device=device,
+                         generator=torch.Generator().manual_seed(0))
+    if warmup:
+        train_one_epoch(model, loader, optimizer, device=device, amp=amp, progress=False)
+    _sync(device)
+    t0 = time.perf_counter()
+    train_one_epoch(model, loader, optimizer, device=device, amp=amp, progress=False)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    del model, optimizer, loader
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return batch * steps / seconds
+
+
+def eval_rate(name: str, device: torch.device, amp: bool, clips: int, warmup: bool,
+              width: int | None = None) -> float:
+    """Return evaluation clips/s of model ``name`` through :func:`us8k_lib.evaluate.evaluate`."""
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=len(CLASSES), width=width, normalize=True).to(device)
+    data = SyntheticClips(clips, seed=1)
+    if warmup:
+        evaluate(model, data, device=device, amp=amp, batch_size=EVAL_BATCH)
+    _sync(device)
+    t0 = time.perf_counter()
+    evaluate(model, data, device=device, amp=amp, batch_size=EVAL_BATCH)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return clips / seconds
+
+
+def fold_sizes() -> dict[int, int]:
+    """Clips per fold in the shipped UrbanSound8K metadata (8,732 in all)."""
+    return {int(f): int(n) for f, n in load_metadata()["fold"].value_counts().sort_index().items()}
+
+
+def epoch_seconds(sizes: dict[int, int], train: float, evaluation: float) -> float:
+    """One epoch of train's default split: folds 1-9 trained, fold 10 evaluated."""
+    default = TrainConfig()
+    return (sum(sizes[f] for f in default.folds_to_train) / train + sizes[default.test_fold] / evaluation)
+
+
+def crossval_seconds(sizes: dict[int, int], train: float, evaluation: float, epochs: int) -> float:
+    """crossval's default: every fold tested once, the previous one validating, the rest training."""
+    total = 0.0
+    for test_fold in sizes:
+        val_fold, train_folds = fold_roles(list(sizes), test_fold)
+        total += sum(sizes[f] for f in train_folds) / train + (sizes[val_fold] + sizes[test_fold]) / evaluation
+    return epochs * total
+
+
+def machine_lines(device: torch.device) -> list[str]:
+    """What the numbers were measured on: device, library versions, precision settings."""
+    try:
+        import torchaudio
+
+        audio_version = torchaudio.__version__
+    except Exception as exc:  # noqa: BLE001 - a broken torchaudio must not stop the benchmark
+        audio_version = f"not loadable ({type(exc).__name__})"
+    lines = [f"torch {torch.__version__}, torchaudio {audio_version}, Python {platform.python_version()}"]
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        lines.append(f"GPU: {torch.cuda.get_device_name(device)} ({props.total_memory / 2**30:.0f} GiB, "
+                     f"{props.multi_processor_count} SMs, compute capability {props.major}.{props.minor}), "
+                     f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+                     f"bf16 supported: {torch.cuda.is_bf16_supported()}")
+        lines.append(f"fp32 means PyTorch's defaults: cuDNN may use TF32 for convolutions "
+                     f"(allow_tf32={torch.backends.cudnn.allow_tf32}), matmuls "
+                     f"{'TF32' if torch.backends.cuda.matmul.allow_tf32 else 'full fp32'}")
+    lines.append(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+    return lines
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def settings_for(device: torch.device, args: argparse.Namespace) -> Settings:
+    """Default amounts of work: modest on a GPU, tiny in --quick mode, small on a CPU."""
+    if args.quick:
+        # On a 2-core CPU one step of the paper's M34-res at batch 2 took 2 s in fp32 and 7 s in
+        # (emulated) bf16: --quick narrows the models instead, so all ten runs take seconds.
+        emulated = device.type == "cpu" and not cpu_has_native_bf16()
+        return Settings(batch=args.batch or 4, batch_bf16=args.batch or (2 if emulated else 4),
+                        steps=args.steps or 1, eval_clips=4, warmup=False, width=args.width or 8)
+    batch = args.batch or 128
+    steps = args.steps or (30 if device.type == "cuda" else 2)
+    return Settings(batch=batch, batch_bf16=batch, steps=steps,
+                    eval_clips=2048 if device.type == "cuda" else 2 * EVAL_BATCH, warmup=True, width=args.width)
+
+
+def measure(name: str, device: torch.device, s: Settings, sizes: dict[int, int], epochs: int,
+            amp_in_train: bool) -> Result:
+    """Time one model in both precisions and compute its epoch and cross-validation costs."""
+    rates = {}
+    for precision, amp, batch in (("fp32", False, s.batch), ("bf16", True, s.batch_bf16)):
+        rates[f"train_{precision}"] = train_rate(name, device, amp, batch, s.steps, s.warmup, s.width)
+        rates[f"eval_{precision}"] = eval_rate(name, device, amp, s.eval_clips, s.warmup, s.width)
+    precision = "bf16" if amp_in_train else "fp32"
+    train, evaluation = rates[f"train_{precision}"], rates[f"eval_{precision}"]
+    model = build_model(name, width=s.width)
+    return Result(model=name, title=model.title, width=s.width, parameters=count_parameters(model), **rates,
+                  precision=precision, epoch_s=epoch_seconds(sizes, train, evaluation),
+                  crossval_s=crossval_seconds(sizes, train, evaluation, epochs))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_table(results: list[Result], s: Settings, epochs: int) -> None:
+    head = ("model", "params", "train fp32", "train bf16", "bf16/fp32", "eval fp32", "eval bf16",
+            "epoch", f"10-fold x {epochs} ep")
+    rows = [(r.title, f"{r.parameters / 1e6:.2f} M" if r.parameters >= 100_000 else f"{r.parameters:,}",
+             f"{r.train_fp32:,.0f}", f"{r.train_bf16:,.0f}", f"{r.train_bf16 / r.train_fp32:.2f}x",
+             f"{r.eval_fp32:,.0f}", f"{r.eval_bf16:,.0f}",
+             f"{_duration(r.epoch_s)} ({r.precision})", f"{_duration(r.crossval_s)} ({r.precision})")
+            for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    print()
+    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths))))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print(f"(clips/s; training at batch {s.batch} fp32 / {s.batch_bf16} bf16, {s.steps} timed steps; "
+          f"evaluation at batch {EVAL_BATCH}, {s.eval_clips} clips"
+          + (f"; models at width {s.width}, not the paper's" if s.width else "") + ")")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODEL_NAMES),
+                        help="comma-separated models (default: all five)")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="epochs per fold for the 10-fold estimate (default 30)")
+    parser.add_argument("--batch", type=int, default=None, help="training batch size (default 128; --quick 4)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed training steps per model and precision "
+                             "(default 30 on a GPU, 2 on a CPU; --quick 1)")
+    parser.add_argument("--device", default="auto", help="auto (as train chooses), cuda, cpu, ...")
+    parser.add_argument("--width", type=int, default=None,
+                        help="channels of each model's first stage (default: the paper's; --quick 8)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one tiny batch per model and precision, models at width 8 (CI, CPU): a smoke test")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or any(v is not None and v < 1 for v in (args.batch, args.steps, args.width)):
+        parser.error("--epochs, --batch, --steps and --width must be >= 1")
+    try:
+        names = [parse_model_name(n) for n in args.models.split(",") if n.strip()]
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    began = time.perf_counter()
+    device = choose_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train sets it: every batch has the same shape
+    amp_in_train = decide_amp(device, True)
+    s = settings_for(device, args)
+    sizes = fold_sizes()
+    for line in machine_lines(device):
+        print(line)
+    print(f"Device {device}; train uses {'bf16 autocast' if amp_in_train else 'fp32'} here. "
+          f"{sum(sizes.values()):,} clips in {len(sizes)} folds (shipped metadata).", flush=True)
+
+    results = []
+    # As fit runs: deterministic algorithms on a CPU, freed memory kept in the heap there.
+    with deterministic(device), reuse_freed_memory(device.type == "cpu"):
+        for name in names:
+            t0 = time.perf_counter()
+            results.append(measure(name, device, s, sizes, args.epochs, amp_in_train))
+            r = results[-1]
+            print(f"{r.title}: train {r.train_fp32:,.0f} clips/s fp32, {r.train_bf16:,.0f} bf16 "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    print_table(results, s, args.epochs)
+    default = TrainConfig()
+    print(f"epoch = {sum(sizes[f] for f in default.folds_to_train):,} clips trained (folds 1-9) + "
+          f"{sizes[default.test_fold]:,} evaluated (fold {default.test_fold}); 10-fold = crossval's default "
+          f"(8 folds trained, the validation and test folds evaluated, every epoch); both computed from "
+          f"the rates above, without the one-time cache build. Total {time.perf_counter() - began:.0f} s.")
+    if args.json is not None:
+        write_json(args.json, {
+            "machine": machine_lines(device), "device": str(device), "train_precision":
+            "bf16" if amp_in_train else "fp32", "settings": asdict(s), "epochs": args.epochs,
+            "fold_sizes": sizes, "results": [asdict(r) for r in results],
+        })
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    print(f"bf16/fp32 training speed-up on {where}: "
+          + ", ".join(f"{r.title} {r.train_bf16 / r.train_fp32:.2f}x" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
