@@ -1,10 +1,16 @@
-"""JupyterLab in a real browser: run the listening notebook and hear a clip play.
+"""JupyterLab in a real browser: run the listening notebook and hear a clip play; upload a sound.
 
 nbval executes notebooks but never renders a widget, so it cannot see what a learner sees when
 ipywidgets and the JupyterLab widget manager disagree ("Error displaying widget") or when the
-browser cannot decode the audio the clip browser sends. This test drives Debian's Chromium with
-Playwright against a throw-away ``jupyter lab`` server, runs notebook 2 top to bottom, plays a clip
-and changes the class in the clip browser.
+browser cannot decode the audio the clip browser sends. These tests drive Debian's Chromium with
+Playwright against a throw-away ``jupyter lab`` server:
+
+- notebook 2 runs top to bottom, a clip plays, and changing the class in the clip browser changes
+  the audio and the plot;
+- the "classify your own sound" widget of notebook 5 (``real_sounds.SoundUploader``, here in a
+  one-cell notebook with a quickly trained checkpoint, since notebook 5 trains for minutes) gets a
+  real clip through its upload button and shows a top-3 prediction, then a corrupt file and shows
+  what is wrong with it, then a real clip again.
 
 Run it alone with ``pytest -m browser`` (the default run excludes it); ``.ci/install-browser``
 installs Chromium and Playwright. Screenshots land in ``test-artifacts/browser/`` (git-ignored);
@@ -143,6 +149,8 @@ class LabServer:
     notebook: Path
     log: Path
     proc: subprocess.Popen[bytes] = field(repr=False)
+    #: Where the server log is kept after the test, beside the screenshots.
+    kept_log: Path = ARTIFACTS / "jupyter-lab.log"
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -178,11 +186,15 @@ def _stop_server(proc: subprocess.Popen[bytes], base: str, token: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _require_browser() -> None:
+    _require(CHROMIUM.is_file(), f"{CHROMIUM} not found")
+    _require(importlib.util.find_spec("playwright") is not None, "Python package playwright not installed")
+
+
 @pytest.fixture()
 def lab_server(tmp_path: Path) -> Iterator[LabServer]:
     """A ``jupyter lab`` on a free loopback port, serving a cleared copy of the notebook; always stopped."""
-    _require(CHROMIUM.is_file(), f"{CHROMIUM} not found")
-    _require(importlib.util.find_spec("playwright") is not None, "Python package playwright not installed")
+    _require_browser()
     notebook = _notebook_under_test()
     # The notebook picks its dataset with resolve_root(), generating the mini one on first use
     # (tens of seconds); do that here, so the browser steps time only the notebook itself.
@@ -191,7 +203,14 @@ def lab_server(tmp_path: Path) -> Iterator[LabServer]:
     resolve_root(verbose=False)
     root = tmp_path / "root"
     root.mkdir()
-    copy = _copy_without_outputs(notebook, root)
+    with _serve(tmp_path, root, _copy_without_outputs(notebook, root)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serve(tmp_path: Path, root: Path, copy: Path, log_name: str = "jupyter-lab.log") -> Iterator[LabServer]:
+    """Run ``jupyter lab`` over ``root`` (which holds the notebook ``copy``) until the block ends;
+    its log is then kept as ``ARTIFACTS/log_name``."""
     settings = tmp_path / "lab-settings"
     _write_lab_settings(settings)
     env = dict(os.environ)
@@ -226,7 +245,8 @@ def lab_server(tmp_path: Path) -> Iterator[LabServer]:
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = LabServer(url=base, token=token, root=root, notebook=copy, log=log, proc=proc)
+    server = LabServer(url=base, token=token, root=root, notebook=copy, log=log, proc=proc,
+                       kept_log=ARTIFACTS / log_name)
     try:
         deadline = time.monotonic() + SERVER_START_S
         while True:
@@ -252,7 +272,7 @@ def lab_server(tmp_path: Path) -> Iterator[LabServer]:
         # Keep the server log with the screenshots: it is the first thing to read after a failure.
         with contextlib.suppress(OSError):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(log, ARTIFACTS / "jupyter-lab.log")
+            shutil.copyfile(log, server.kept_log)
 
 
 class Steps:
@@ -295,7 +315,7 @@ class Steps:
                 f"step '{name}' failed: {detail}\n"
                 f"screenshot: {where}\n"
                 f"browser console errors (last 10):\n{console}\n"
-                f"jupyter lab log (kept as {ARTIFACTS / 'jupyter-lab.log'}), last lines:\n{self.server.log_tail(10)}"
+                f"jupyter lab log (kept as {self.server.kept_log}), last lines:\n{self.server.log_tail(10)}"
             )
             raise pytest.fail.Exception(message, pytrace=False) from None  # the message says it all
 
@@ -480,7 +500,8 @@ def _kernel_ready(server: LabServer) -> bool:
     )
 
 
-def _drive(steps: Steps, server: LabServer) -> None:
+def _open_and_run_all(steps: Steps, server: LabServer) -> None:
+    """Open the served notebook, wait for its kernel, run every cell and wait until all have run."""
     page = steps.page
     nb_name = server.notebook.name
 
@@ -527,6 +548,11 @@ def _drive(steps: Steps, server: LabServer) -> None:
         page.locator('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(
             timeout=WIDGET_UPDATE_S * 1000
         )
+
+
+def _drive(steps: Steps, server: LabServer) -> None:
+    page = steps.page
+    _open_and_run_all(steps, server)
 
     # The clip browser is the cell whose output holds both dropdowns and a player.
     cell = (
@@ -633,7 +659,8 @@ def test_clip_browser_renders_and_plays_in_jupyterlab(lab_server: LabServer, tmp
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
-        old.unlink()
+        if not old.name.startswith(UPLOAD_PREFIX):
+            old.unlink()
 
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -649,5 +676,151 @@ def test_clip_browser_renders_and_plays_in_jupyterlab(lab_server: LabServer, tmp
             page.set_default_timeout(30_000)
             steps = Steps(page, lab_server)
             _drive(steps, lab_server)
+        finally:
+            context.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# "Classify your own sound": the upload widget of notebook 5
+
+#: Screenshots of the upload test start with this (the clip browser test keeps them).
+UPLOAD_PREFIX = "upload-"
+#: A file that claims to be a WAV but whose header is cut off after 20 bytes.
+CORRUPT_WAV = b"RIFF\x24\x10\x00\x00WAVEfmt \x10\x00\x00\x00"
+
+# The uploader's text: its info line (format, or the problem) and the ranking ("1. siren 34% ...").
+_UPLOADER_JS = """
+(cell) => {
+    const text = (sel) => Array.from(cell.querySelectorAll(sel)).map(e => e.innerText.trim()).join(' | ');
+    return {
+        html: text('.jp-OutputArea-output .widget-html-content'),
+        images: Array.from(cell.querySelectorAll('.jp-OutputArea-output img'))
+            .filter(i => i.src && i.offsetParent !== null).length,
+        audios: cell.querySelectorAll('audio').length,
+        stderr: text('[data-mime-type="application/vnd.jupyter.stderr"]'),
+    };
+}
+"""
+_RANK = re.compile(r"(\d)\. (\w+) (\d+)%")
+
+
+def _upload_notebook(dest_dir: Path, checkpoint: Path) -> Path:
+    """A one-cell notebook showing notebook 5's upload widget for ``checkpoint``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("The upload widget of notebook 5, with a checkpoint trained for this test."),
+        nbformat.v4.new_code_cell(
+            f"from us8k_lib import real_sounds\n\nuploader = real_sounds.SoundUploader({str(checkpoint)!r})\nuploader"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    dest = dest_dir / "upload-widget.ipynb"
+    nbformat.write(nb, dest)
+    return dest
+
+
+@pytest.fixture()
+def upload_lab(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[LabServer]:
+    """A ``jupyter lab`` serving a notebook that shows the upload widget; always stopped."""
+    _require_browser()
+    root = tmp_path / "root"
+    root.mkdir()
+    with _serve(tmp_path, root, _upload_notebook(root, tiny_checkpoint), "jupyter-lab-upload.log") as server:
+        yield server
+
+
+def _choose_file(steps: Steps, cell: Locator, files: Any) -> None:
+    """Click the widget's upload button and pick ``files`` in the file chooser it opens."""
+    with steps.page.expect_file_chooser(timeout=WIDGET_UPDATE_S * 1000) as chooser:
+        cell.get_by_role("button", name=re.compile("Upload a sound")).click()
+    chooser.value.set_files(files)
+
+
+def _wait_for_prediction(steps: Steps, cell: Locator, name: str, description: str) -> list[tuple[str, int]]:
+    """Wait until the widget shows ``name``'s format and a top 3; check its players and picture."""
+    from us8k_lib.metadata import CLASSES
+
+    seen: dict[str, Any] = {}
+
+    def shown() -> list[tuple[str, int]] | None:
+        _assert_no_widget_errors(steps.page)
+        seen.update(cell.evaluate(_UPLOADER_JS))
+        ranks = _RANK.findall(seen["html"])
+        if f"{name}: {description}" not in seen["html"] or len(ranks) != 3 or not seen["images"]:
+            return None
+        return [(c, int(p)) for _, c, p in ranks]
+
+    top = _wait_for(shown, WIDGET_UPDATE_S, lambda: f"a top-3 prediction for {name}; the widget shows: {seen}")
+    assert all(c in CLASSES for c, _ in top) and len({c for c, _ in top}) == 3, top
+    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True) and sum(p for _, p in top) <= 101, top
+    assert seen["stderr"] == "", f"the upload printed an error: {seen['stderr']}"
+    audios = cell.locator("audio")
+    assert audios.count() == 2, f"expected a player for the file and one for what the model hears, got {audios.count()}"
+    for i, label in enumerate(["the uploaded file", "what the model hears"]):
+        _check_audio(audios.nth(i), f"{label} ({name})")
+    return top
+
+
+def test_upload_widget_classifies_a_real_clip_and_reports_a_corrupt_file(upload_lab: LabServer,
+                                                                          tmp_path: Path, real_sample: Path) -> None:
+    """Through JupyterLab's upload button: a real clip gets a top-3, a corrupt file a clear message."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob(f"{UPLOAD_PREFIX}*.png"):
+        old.unlink()
+    drilling = real_sample / "audio" / "fold5" / "71171-4-0-0.wav"
+    street = real_sample / "audio" / "fold1" / "99180-9-0-2.wav"
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000}, timeout=60_000,
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(30_000)
+            steps = Steps(page, upload_lab)
+            _open_and_run_all(steps, upload_lab)
+            cell = page.locator(".jp-NotebookPanel .jp-CodeCell").filter(
+                has=page.locator(".jp-OutputArea-output button", has_text="Upload a sound")).first
+            steps.focus = cell
+
+            with steps.step("the upload widget renders, no widget errors"):
+                _wait_for(lambda: cell.count() > 0, WIDGET_UPDATE_S, "a cell output with an 'Upload a sound' button")
+                page.wait_for_timeout(1000)
+                _assert_no_widget_errors(page)
+                assert "Upload a sound file" in cell.evaluate(_UPLOADER_JS)["html"]
+                steps.shot(f"{UPLOAD_PREFIX}01-widget")
+
+            with steps.step("upload a real clip (96 kHz 24-bit stereo drilling): a top-3 prediction appears"):
+                _choose_file(steps, cell, str(drilling))
+                top = _wait_for_prediction(steps, cell, drilling.name, "WAVE_FORMAT_EXTENSIBLE PCM 24-bit stereo 96 kHz, 4.00 s")
+                print(f"[browser] {drilling.name}: {top}")
+                cell.scroll_into_view_if_needed()
+                steps.shot(f"{UPLOAD_PREFIX}02-real-clip")
+                cell.screenshot(path=str(ARTIFACTS / f"{UPLOAD_PREFIX}02-real-clip-cell.png"))
+
+            with steps.step("upload a corrupt file: the widget says what is wrong with which file"):
+                _choose_file(steps, cell, {"name": "corrupt.wav", "mimeType": "audio/wav", "buffer": CORRUPT_WAV})
+                expected = "Cannot classify corrupt.wav: truncated or invalid WAV header"
+                state: dict[str, Any] = {}
+
+                def reported() -> bool:
+                    state.update(cell.evaluate(_UPLOADER_JS))
+                    return expected in state["html"]
+
+                _wait_for(reported, WIDGET_UPDATE_S, lambda: f"the message {expected!r}; the widget shows: {state}")
+                assert not _RANK.findall(state["html"]) and state["images"] == 0 and state["audios"] == 0, state
+                assert "Traceback" not in state["html"] and state["stderr"] == "", state
+                _assert_no_widget_errors(page)
+                steps.shot(f"{UPLOAD_PREFIX}03-corrupt-file")
+
+            with steps.step("the widget keeps working: upload another real clip (8 kHz street music)"):
+                _choose_file(steps, cell, str(street))
+                _wait_for_prediction(steps, cell, street.name, "PCM 16-bit stereo 8 kHz, 4.00 s")
+                steps.shot(f"{UPLOAD_PREFIX}04-after-the-error")
         finally:
             context.close()

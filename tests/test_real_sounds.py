@@ -135,7 +135,7 @@ def _assert_shows_prediction(uploader: SoundUploader, name: str) -> None:
     assert len(audios) == 2 and all((a.format, a.autoplay, a.loop) == ("wav", False, False) for a in audios)
     x, sr = sf.read(io.BytesIO(audios[1].value))
     assert (sr, len(x)) == (8000, 32000)  # what the model hears
-    assert uploader.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert uploader.image.value[:8] == b"\x89PNG\r\n\x1a\n" and uploader.image.layout.display is None
 
 
 @pytest.mark.slow
@@ -180,6 +180,7 @@ def test_a_bad_upload_gets_a_message_and_the_widget_keeps_working(name: str, tin
     assert f"Cannot classify {shown}: " in uploader.info.value and problem in uploader.info.value
     assert "Traceback" not in uploader.info.value
     assert uploader.players.children == () and uploader.image.value == b"" and uploader.ranking.value == ""
+    assert uploader.image.layout.display == "none"
     # The next upload works.
     good = clip_path(real_sample, 1, "99180-9-0-2.wav")
     _upload(uploader, good.name, good.read_bytes())

@@ -238,8 +238,9 @@ class SoundUploader:
         self.upload = widgets.FileUpload(accept=ACCEPT, multiple=False, description="Upload a sound",
                                          layout=widgets.Layout(width="auto"))
         self.info = widgets.HTML("Upload a sound file (WAV, FLAC, OGG, MP3, ...) to classify it.")
-        self.players = widgets.Box()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="900px"))
+        self.players = widgets.Box(layout=widgets.Layout(width="100%", max_width="900px"))
+        # Hidden while empty: browsers draw an empty image as a broken-image icon.
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="900px", display="none"))
         self.ranking = widgets.HTML()
         self.sound: Sound | None = None
         self.top: list[tuple[str, float]] | None = None
@@ -297,6 +298,7 @@ class SoundUploader:
                            f"{html.escape(problem)}</b><br><small>Try another file.</small>")
         self.players.children = ()
         self.image.value = b""
+        self.image.layout.display = "none"
         self.ranking.value = ""
 
     def _show_result(self, name: str, sound: Sound, top: list[tuple[str, float]]) -> None:
@@ -308,13 +310,16 @@ class SoundUploader:
         elif seconds < model_seconds:
             note = f" <small>(padded with silence to {model_seconds:g} s for the model)</small>"
         self.info.value = f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {seconds:.2f} s{note}"
-        self.players.children = (listen.make_players([
+        players = listen.make_players([
             ("your file", sound.samples[:, 0] if sound.samples.shape[1] == 1 else sound.samples, sound.sr),
-            ("what the model hears", sound.model_input, sound.model_sr)]),)
+            ("what the model hears", sound.model_input, sound.model_sr)])
+        players.layout.width = "100%"
+        self.players.children = (players,)
         self.ranking.value = "<b>The model's top {}:</b> ".format(len(top)) + " &middot; ".join(
             f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}" for i, (c, p) in enumerate(top, 1))
         fig = _result_figure(sound, top)
         self.image.value = listen.figure_bytes(fig, fmt="png")
+        self.image.layout.display = None
 
     def snapshot(self) -> Any:
         """Return the current picture as an ``IPython.display.Image`` (a copy that shows without widgets)."""
