@@ -1,0 +1,161 @@
+"""Validation-fold model selection and cross-validation over the official folds (on the tiny dataset)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from us8k_lib.crossval import (
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    crossval,
+    fold_dir,
+    fold_roles,
+    parse_folds,
+)
+from us8k_lib.checkpoint import load_checkpoint
+from us8k_lib.train import BEST_NAME, METRICS_NAME, TrainConfig, fit
+
+pytestmark = pytest.mark.slow
+
+# Small for testing: a narrow M5 (8 channels) and 3 epochs train a fold of tiny in seconds.
+SMALL = dict(epochs=3, batch_size=16, lr=3e-3, n_channels=8, seed=1)
+LAST_LINE = re.compile(r"^cross-validation accuracy: (\d\.\d{3}) ± (\d\.\d{3}) \((\d+) folds, model (\S+), "
+                       r"selected on validation folds\)$")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cv-cache")
+
+
+def test_parse_folds() -> None:
+    assert parse_folds("1-3") == [1, 2, 3]
+    assert parse_folds("1,4,7") == [1, 4, 7]
+    assert parse_folds("9-10,1") == [1, 9, 10]
+    assert parse_folds(None) is None
+    for bad in ("0-2", "3-1", "a", "11", ""):
+        with pytest.raises(ValueError, match="--folds"):
+            parse_folds(bad)
+
+
+def test_validation_fold_is_the_previous_fold_cyclically() -> None:
+    assert fold_roles(range(1, 11), 1) == (10, [2, 3, 4, 5, 6, 7, 8, 9])
+    assert fold_roles(range(1, 11), 5) == (4, [1, 2, 3, 6, 7, 8, 9, 10])
+    assert fold_roles([1, 3, 5, 7, 9], 3) == (1, [5, 7, 9])  # a dataset with only some folds
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        fold_roles([1, 2], 1)
+
+
+def test_config_keeps_the_test_fold_out_of_selection() -> None:
+    with pytest.raises(ValueError, match="val_fold 10 is the test fold"):
+        TrainConfig(test_fold=10, val_fold=10)
+    with pytest.raises(ValueError, match="val_fold 3 is also a training fold"):
+        TrainConfig(test_fold=10, val_fold=3, train_folds=(1, 2, 3))
+    assert TrainConfig(test_fold=10, val_fold=9).folds_to_train == (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+def test_run_with_validation_fold_keeps_the_epoch_validation_picked(tiny_root: Path, cache_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    config = TrainConfig(test_fold=10, val_fold=9, **SMALL)
+    result = fit(config, tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
+    history = result.history
+    chosen = int(history.loc[history["val_acc"].idxmax(), "epoch"])  # earliest best, as fit breaks ties
+    assert result.selected_epoch == chosen
+    # best.pt holds that epoch's weights: evaluating them again gives that epoch's logged test accuracy
+    assert result.selected.accuracy == pytest.approx(history.loc[chosen - 1, "test_acc"], abs=1e-12)
+    assert result.evaluation.accuracy == pytest.approx(history["test_acc"].iloc[-1], abs=1e-12)
+    assert load_checkpoint(tmp_path / BEST_NAME)["epoch"] == chosen
+    metrics = json.loads((tmp_path / METRICS_NAME).read_text())
+    assert metrics["folds"] == {"train": [1, 2, 3, 4, 5, 6, 7, 8], "validation": 9, "test": 10}
+    assert metrics["selected"]["epoch"] == chosen
+    assert metrics["selected"]["test"]["accuracy"] == result.selected.accuracy
+    assert metrics["test"]["accuracy"] == result.evaluation.accuracy
+    # the validation and test folds never leak into training
+    assert set(result.selected.predictions["fold"]) == {10}
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert predictions["correct"].mean() == pytest.approx(result.selected.accuracy)
+
+
+def test_interrupted_selection_run_resumes_to_the_same_choice(tiny_root: Path, cache_dir: Path,
+                                                              tmp_path: Path) -> None:
+    config = TrainConfig(test_fold=10, val_fold=9, **SMALL)
+    whole = fit(config, tiny_root, tmp_path / "whole", cache_dir=cache_dir, progress=False, verbose=False)
+
+    def stop_after_two(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tiny_root, tmp_path / "cut", cache_dir=cache_dir, progress=False, verbose=False,
+            callback=stop_after_two)
+    resumed = fit(None, tiny_root, tmp_path / "cut", resume=True, cache_dir=cache_dir, progress=False,
+                  verbose=False)
+    assert resumed.selected_epoch == whole.selected_epoch
+    assert resumed.selected.accuracy == whole.selected.accuracy
+    pd.testing.assert_frame_equal(resumed.history.drop(columns="seconds"), whole.history.drop(columns="seconds"))
+
+
+def test_crossval_reports_selected_and_last_epochs_and_skips_finished_folds(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig(**SMALL)
+    result = crossval(config, tiny_root, folds=[1, 2], out=tmp_path, cache_dir=cache_dir, progress=False)
+    folds = result.folds.set_index("test_fold")
+    assert list(folds.index) == [1, 2] and list(folds["val_fold"]) == [10, 1]
+    for test_fold, row in folds.iterrows():
+        history = pd.DataFrame(json.loads((fold_dir(tmp_path, test_fold) / "history.json").read_text()))
+        picked = int(history.loc[history["val_acc"].idxmax(), "epoch"])
+        assert row["selected_epoch"] == picked
+        assert row["test_acc"] == pytest.approx(history.loc[picked - 1, "test_acc"])
+        assert row["test_acc_last"] == pytest.approx(history["test_acc"].iloc[-1])
+        assert row["best_test_acc"] == pytest.approx(history["test_acc"].max())
+        assert row["n_test"] == 10
+    assert result.mean == pytest.approx(folds["test_acc"].mean())
+    assert result.std == pytest.approx(folds["test_acc"].std(ddof=1))
+    assert result.confusion.sum() == 20  # every test clip of both folds, counted once
+    summary = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert summary["mean"] == pytest.approx(result.mean) and summary["n_folds"] == 2
+    assert summary["missing_official_folds"] == []
+    csv = pd.read_csv(tmp_path / SUMMARY_CSV, dtype={"test_fold": str})
+    assert list(csv["test_fold"]) == ["1", "2", "mean", "std"]
+    assert csv.loc[2, "test_acc"] == pytest.approx(result.mean)
+    assert "acc_siren" in csv.columns
+
+    capsys.readouterr()
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    again = crossval(config, tiny_root, folds=[1, 2], out=tmp_path, cache_dir=cache_dir, progress=False)
+    assert capsys.readouterr().out.count("already done") == 2
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == mtimes
+    pd.testing.assert_frame_equal(again.folds, result.folds)
+
+
+def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_path: Path) -> None:
+    """The bundled real sample has folds 1, 3, 5, 7 and 9: cross-validate over those, and say so."""
+    out = subprocess.run(
+        [sys.executable, "-m", "us8k_lib", "crossval", "--root", str(real_sample), "--folds", "1,3",
+         "--epochs", "1", "--width", "8", "--out", str(tmp_path / "cv")],
+        capture_output=True, text=True, timeout=600, env={**_env(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "not all ten official ones" in out.stdout and "not the official 10-fold protocol" in out.stdout
+    match = LAST_LINE.match(lines[-1])
+    assert match, lines[-1]
+    assert match.group(3) == "2" and match.group(4) == "M5"
+    summary = json.loads((tmp_path / "cv" / SUMMARY_JSON).read_text())
+    assert summary["dataset_folds"] == [1, 3, 5, 7, 9]
+    assert [r["val_fold"] for r in summary["folds"]] == [9, 1]
+    assert float(match.group(1)) == pytest.approx(np.mean([r["test_acc"] for r in summary["folds"]]), abs=5e-4)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    return dict(os.environ, US8K_DATA_DIR=str(tmp_path / "data"))
