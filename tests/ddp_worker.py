@@ -1,0 +1,25 @@
+"""Run by tests/test_distributed.py under torchrun: one DDP training, then each rank saves its weights.
+
+Usage: torchrun --nproc-per-node=2 tests/ddp_worker.py ROOT OUT CACHE DUMP
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from us8k_lib import distributed
+from us8k_lib.train import TrainConfig, fit
+
+if __name__ == "__main__":
+    root, out, cache, dump = sys.argv[1:5]
+    # Small for testing: a narrow M5 on the tiny dataset; batch 16 is the global batch (8 per rank).
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, n_channels=8, seed=0, device="cpu")
+    with distributed.process_group(torch.device("cpu")) as active:
+        assert active, "expected to run under torchrun with several ranks"
+        result = fit(config, root, out, cache_dir=cache, progress=False, verbose=False)
+        torch.save({"state": result.model.state_dict(), "history": result.history.to_dict("list"),
+                    "n_test": result.evaluation.n_clips, "accuracy": result.evaluation.accuracy},
+                   Path(dump) / f"rank{distributed.rank()}.pt")

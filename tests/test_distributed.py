@@ -1,0 +1,108 @@
+"""torchrun on CPU (gloo, 2 processes): folds spread over ranks, DDP training, and resuming a killed DDP run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from us8k_lib.crossval import SUMMARY_JSON
+from us8k_lib.distributed import shard
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+# Small for testing: narrow M5, tiny dataset.
+SMALL_FLAGS = ["--epochs", "3", "--width", "8", "--batch-size", "16", "--lr", "3e-3", "--seed", "0", "--device", "cpu"]
+
+
+def _torchrun(nproc: int, args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture()
+def env(tmp_path: Path, tiny_root: Path) -> dict[str, str]:
+    """One thread per process (as torchrun sets for several), and a private data folder for the cache."""
+    (tmp_path / "data").mkdir()
+    return dict(os.environ, OMP_NUM_THREADS="1", US8K_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+
+
+def test_shard_covers_every_index_once() -> None:
+    assert list(shard(7)) == list(range(7))  # one process: everything
+
+
+def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    args = ["-m", "us8k_lib", "crossval", "--root", str(tiny_root), "--folds", "1-2", *SMALL_FLAGS]
+    one = _torchrun(1, args + ["--out", str(tmp_path / "one")], env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _torchrun(2, args + ["--out", str(tmp_path / "two")], env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / SUMMARY_JSON).read_text())
+    b = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())
+    assert a["folds"] == b["folds"] and a["mean"] == b["mean"] and a["confusion"] == b["confusion"]
+    # the summary line is printed once, by rank 0, as the last line
+    assert two.stdout.count("cross-validation accuracy:") == 1
+    assert two.stdout.strip().splitlines()[-1].startswith("cross-validation accuracy:")
+    # each rank trained its own fold: both fold folders exist, with one run each
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["fold01", "fold02"]
+
+
+def test_ddp_training_keeps_ranks_identical_and_learns(tiny_root: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    proc = _torchrun(2, [str(HERE / "ddp_worker.py"), str(tiny_root), str(tmp_path / "run"),
+                         str(tmp_path / "cache"), str(dump)], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["state"].keys() == r1["state"].keys()
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), f"{k} differs between ranks"
+    # every test clip of fold 10 counted once (20 clips; DistributedSampler would pad to an even split)
+    assert r0["n_test"] == r1["n_test"] == 20
+    assert r0["accuracy"] == r1["accuracy"]
+    losses = r0["history"]["train_loss"]
+    assert losses[-1] < losses[0] and r0["history"]["train_acc"][-1] > 0.3  # learns (10 classes: chance 0.1)
+    # rank 0 alone wrote the run folder, and its checkpoint holds the shared weights
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert all(torch.equal(ckpt["model"][k], r0["state"][k]) for k in ckpt["model"])
+
+
+def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    base = ["-m", "us8k_lib", "train", "--root", str(tiny_root), *SMALL_FLAGS]
+    whole = _torchrun(2, base + ["--out", str(tmp_path / "whole")], env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *base,
+           "--out", str(run)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (run / "history.json").exists() or len(json.loads((run / "history.json").read_text())) < 1:
+        assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher and both ranks, mid-epoch 2
+    proc.wait(timeout=60)
+    assert load_checkpoint(run / CHECKPOINT_NAME)["epoch"] < 3
+
+    resumed = _torchrun(2, base + ["--out", str(run), "--resume"], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stdout
+    a, b = load_checkpoint(tmp_path / "whole" / CHECKPOINT_NAME), load_checkpoint(run / CHECKPOINT_NAME)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after resume"
+    assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]]
+    last = resumed.stdout.strip().splitlines()[-1]
+    assert last.startswith("test accuracy: ") and last == whole.stdout.strip().splitlines()[-1]
