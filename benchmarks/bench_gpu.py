@@ -1,7 +1,7 @@
 """Training speed of each model of the family, and what an epoch and a 10-fold cross-validation cost.
 
     python benchmarks/bench_gpu.py [--epochs 30] [--batch 128] [--steps N] [--models m5,m18]
-                                   [--device auto] [--quick] [--json results.json]
+                                   [--device auto] [--workers N] [--quick] [--json results.json]
 
 (run from the project root with the package installed, or with ``PYTHONPATH=.``)
 
@@ -17,23 +17,27 @@ would choose:
                            train sets it, worker start, memory pools); the second is timed, between
                            two CUDA synchronisations. bf16 means bf16 autocast, measured even where
                            train would not use it (CPUs without native bf16, where it is slower).
+  alone fp32, alone bf16   the same epoch loop on one batch already on the device, reused: the
+                           model and optimizer alone, without the loader. Where "train" is well
+                           below "alone", the loader limits training; the loader's own rate (to
+                           the device, no model) is printed before the table.
   eval fp32, eval bf16     evaluation clips/s through ``us8k_lib.evaluate.evaluate`` (batch 64, as
                            train evaluates), timed on its second call.
   epoch                    one epoch of ``train``'s default split of the full dataset: the 7,895
-                           clips of folds 1-9 trained, the 837 of fold 10 evaluated, at the rates
-                           measured, in the precision train uses on this device.
+                           clips of folds 1-9 trained (at the "train" rate), the 837 of fold 10
+                           evaluated, in the precision train uses on this device.
   10-fold                  ``crossval``'s default protocol: for each of the 10 test folds, its 8
                            training folds trained and its validation and test folds evaluated,
                            every epoch, for ``--epochs`` epochs.
 
 The clips are synthetic: random 4 s, 8 kHz clips (32 000 samples) held in memory and served a
-batch at a time like the preprocessing cache serves them (one memory copy per batch; with loader
-workers, one more into shared memory, which the real cache avoids). Fold sizes are those of the
-shipped UrbanSound8K metadata. Epoch and cross-validation times are computed from measured
-throughput, not measured end to end: they leave out the one-time cache build, start-up and
-checkpoint writes. ``--quick`` (for CI, on a CPU) times one small batch per model and precision:
-it checks that everything runs, its numbers mean little. The last line gives bf16's speed-up over
-fp32 for each model.
+batch at a time as the preprocessing cache serves them (one memory copy per batch, into shared
+memory in a loader worker). Fold sizes are those of the shipped UrbanSound8K metadata. Epoch and
+cross-validation times are computed from measured throughput, not measured end to end: they leave
+out the one-time cache build, start-up and checkpoint writes. ``--quick`` (for CI, on a CPU) times
+one small batch per model and precision, with the models narrowed to width 8: it checks that
+everything runs, its numbers mean little. The last line gives bf16's speed-up over fp32 for each
+model, through the loader and for the model alone.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.checkpoint import write_json
@@ -84,7 +88,16 @@ class SyntheticClips(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> ClipBatch:
         idx = torch.as_tensor(list(indices), dtype=torch.int64)
-        return ClipBatch(self.waveforms[idx % len(self.waveforms)], self.labels[idx])
+        n, length = len(idx), self.waveforms.shape[-1]
+        if get_worker_info() is not None:
+            # In shared memory from the start, as US8KDataset allocates it (the same call), so
+            # handing the batch to the main process copies nothing more than train's loader does.
+            storage = torch.UntypedStorage._new_shared(n * length * 4)
+            out = torch.empty(0, dtype=torch.float32).set_(storage).view(n, 1, length)
+        else:
+            out = torch.empty((n, 1, length), dtype=torch.float32)
+        torch.index_select(self.waveforms, 0, idx % len(self.waveforms), out=out)
+        return ClipBatch(out, self.labels[idx])
 
 
 @dataclass
@@ -97,6 +110,7 @@ class Settings:
     eval_clips: int
     warmup: bool
     width: int | None = None
+    workers: int | None = None
 
 
 @dataclass
@@ -109,6 +123,8 @@ class Result:
     parameters: int
     train_fp32: float
     train_bf16: float
+    compute_fp32: float
+    compute_bf16: float
     eval_fp32: float
     eval_bf16: float
     precision: str
@@ -121,26 +137,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_rate(name: str, device: torch.device, amp: bool, batch: int, steps: int, warmup: bool,
-               width: int | None = None) -> float:
-    """Return training clips/s of model ``name``: train_one_epoch over ``steps`` batches, timed."""
+def train_rate(name: str, device: torch.device, amp: bool, s: Settings, batch: int, through_loader: bool) -> float:
+    """Return training clips/s of model ``name``: train_one_epoch over ``s.steps`` batches, timed.
+
+    ``through_loader``: batches come from make_loader as in train; otherwise one batch already on
+    the device is reused, which times the model (and optimizer) alone.
+    """
     config = TrainConfig(model=name)
     torch.manual_seed(0)
-    model = build_model(name, n_classes=len(CLASSES), width=width, normalize=config.normalize).to(device)
+    model = build_model(name, n_classes=len(CLASSES), width=s.width, normalize=config.normalize).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loader = make_loader(SyntheticClips(batch * steps), batch, shuffle=True, device=device,
-                         generator=torch.Generator().manual_seed(0))
-    if warmup:
-        train_one_epoch(model, loader, optimizer, device=device, amp=amp, progress=False)
+    data = SyntheticClips(batch * s.steps)
+    if through_loader:
+        batches = make_loader(data, batch, shuffle=True, device=device, workers=s.workers,
+                              generator=torch.Generator().manual_seed(0))
+    else:
+        x, y = data.__getitems__(range(batch)).waveforms.to(device), data.labels[:batch].to(device)
+        batches = [(x, y)] * s.steps
+    if s.warmup:
+        train_one_epoch(model, batches, optimizer, device=device, amp=amp, progress=False)
     _sync(device)
     t0 = time.perf_counter()
-    train_one_epoch(model, loader, optimizer, device=device, amp=amp, progress=False)
+    train_one_epoch(model, batches, optimizer, device=device, amp=amp, progress=False)
     _sync(device)
     seconds = time.perf_counter() - t0
-    del model, optimizer, loader
+    del model, optimizer, batches
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return batch * steps / seconds
+    return batch * s.steps / seconds
+
+
+def loader_rate(device: torch.device, s: Settings) -> float:
+    """Return clips/s of train's loader alone (batches copied to the device, no model)."""
+    loader = make_loader(SyntheticClips(s.batch * s.steps), s.batch, shuffle=True, device=device,
+                         workers=s.workers, generator=torch.Generator().manual_seed(0))
+    for _ in range(2 if s.warmup else 1):  # the last pass is the timed one
+        _sync(device)
+        t0 = time.perf_counter()
+        for x, y in loader:
+            x.to(device, non_blocking=device.type == "cuda")
+            y.to(device, non_blocking=device.type == "cuda")
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    return s.batch * s.steps / seconds
 
 
 def eval_rate(name: str, device: torch.device, amp: bool, clips: int, warmup: bool,
@@ -221,11 +260,13 @@ def settings_for(device: torch.device, args: argparse.Namespace) -> Settings:
         # (emulated) bf16: --quick narrows the models instead, so all ten runs take seconds.
         emulated = device.type == "cpu" and not cpu_has_native_bf16()
         return Settings(batch=args.batch or 4, batch_bf16=args.batch or (2 if emulated else 4),
-                        steps=args.steps or 1, eval_clips=4, warmup=False, width=args.width or 8)
+                        steps=args.steps or 1, eval_clips=4, warmup=False, width=args.width or 8,
+                        workers=args.workers)
     batch = args.batch or 128
     steps = args.steps or (30 if device.type == "cuda" else 2)
     return Settings(batch=batch, batch_bf16=batch, steps=steps,
-                    eval_clips=2048 if device.type == "cuda" else 2 * EVAL_BATCH, warmup=True, width=args.width)
+                    eval_clips=2048 if device.type == "cuda" else 2 * EVAL_BATCH, warmup=True,
+                    width=args.width, workers=args.workers)
 
 
 def measure(name: str, device: torch.device, s: Settings, sizes: dict[int, int], epochs: int,
@@ -233,7 +274,8 @@ def measure(name: str, device: torch.device, s: Settings, sizes: dict[int, int],
     """Time one model in both precisions and compute its epoch and cross-validation costs."""
     rates = {}
     for precision, amp, batch in (("fp32", False, s.batch), ("bf16", True, s.batch_bf16)):
-        rates[f"train_{precision}"] = train_rate(name, device, amp, batch, s.steps, s.warmup, s.width)
+        rates[f"train_{precision}"] = train_rate(name, device, amp, s, batch, through_loader=True)
+        rates[f"compute_{precision}"] = train_rate(name, device, amp, s, batch, through_loader=False)
         rates[f"eval_{precision}"] = eval_rate(name, device, amp, s.eval_clips, s.warmup, s.width)
     precision = "bf16" if amp_in_train else "fp32"
     train, evaluation = rates[f"train_{precision}"], rates[f"eval_{precision}"]
@@ -252,11 +294,11 @@ def _duration(seconds: float) -> str:
 
 
 def print_table(results: list[Result], s: Settings, epochs: int) -> None:
-    head = ("model", "params", "train fp32", "train bf16", "bf16/fp32", "eval fp32", "eval bf16",
-            "epoch", f"10-fold x {epochs} ep")
+    head = ("model", "params", "train fp32", "train bf16", "bf16/fp32", "alone fp32", "alone bf16",
+            "eval fp32", "eval bf16", "epoch", f"10-fold x {epochs} ep")
     rows = [(r.title, f"{r.parameters / 1e6:.2f} M" if r.parameters >= 100_000 else f"{r.parameters:,}",
              f"{r.train_fp32:,.0f}", f"{r.train_bf16:,.0f}", f"{r.train_bf16 / r.train_fp32:.2f}x",
-             f"{r.eval_fp32:,.0f}", f"{r.eval_bf16:,.0f}",
+             f"{r.compute_fp32:,.0f}", f"{r.compute_bf16:,.0f}", f"{r.eval_fp32:,.0f}", f"{r.eval_bf16:,.0f}",
              f"{_duration(r.epoch_s)} ({r.precision})", f"{_duration(r.crossval_s)} ({r.precision})")
             for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
@@ -265,7 +307,8 @@ def print_table(results: list[Result], s: Settings, epochs: int) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    print(f"(clips/s; training at batch {s.batch} fp32 / {s.batch_bf16} bf16, {s.steps} timed steps; "
+    print(f"(clips/s; training at batch {s.batch} fp32 / {s.batch_bf16} bf16, {s.steps} timed steps, "
+          f"through train's loader or, 'alone', on one batch kept on the device (the model and optimizer alone); "
           f"evaluation at batch {EVAL_BATCH}, {s.eval_clips} clips"
           + (f"; models at width {s.width}, not the paper's" if s.width else "") + ")")
 
@@ -285,10 +328,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="channels of each model's first stage (default: the paper's; --quick 8)")
     parser.add_argument("--quick", action="store_true",
                         help="one tiny batch per model and precision, models at width 8 (CI, CPU): a smoke test")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="training loader workers (default: make_loader's, as train uses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.epochs < 1 or any(v is not None and v < 1 for v in (args.batch, args.steps, args.width)):
         parser.error("--epochs, --batch, --steps and --width must be >= 1")
+    if args.workers is not None and args.workers < 0:
+        parser.error("--workers must be >= 0")
     try:
         names = [parse_model_name(n) for n in args.models.split(",") if n.strip()]
     except ValueError as exc:
@@ -306,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Device {device}; train uses {'bf16 autocast' if amp_in_train else 'fp32'} here. "
           f"{sum(sizes.values()):,} clips in {len(sizes)} folds (shipped metadata).", flush=True)
 
+    data_rate = loader_rate(device, s)
+    print(f"train's loader alone ({s.workers if s.workers is not None else 'default'} workers, "
+          f"batch {s.batch}, to the device): {data_rate:,.0f} clips/s", flush=True)
     results = []
     # As fit runs: deterministic algorithms on a CPU, freed memory kept in the heap there.
     with deterministic(device), reuse_freed_memory(device.type == "cpu"):
@@ -326,11 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, {
             "machine": machine_lines(device), "device": str(device), "train_precision":
             "bf16" if amp_in_train else "fp32", "settings": asdict(s), "epochs": args.epochs,
-            "fold_sizes": sizes, "results": [asdict(r) for r in results],
+            "fold_sizes": sizes, "loader_clips_per_s": data_rate, "results": [asdict(r) for r in results],
         })
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(f"bf16/fp32 training speed-up on {where}: "
-          + ", ".join(f"{r.title} {r.train_bf16 / r.train_fp32:.2f}x" for r in results))
+          + ", ".join(f"{r.title} {r.train_bf16 / r.train_fp32:.2f}x" for r in results)
+          + " (model alone: " + ", ".join(f"{r.compute_bf16 / r.compute_fp32:.2f}x" for r in results) + ")")
     return 0
 
 

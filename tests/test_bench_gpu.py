@@ -35,12 +35,13 @@ def test_quick_run_reports_every_model_with_positive_rates(quick_run: tuple[str,
     results = report["results"]
     assert [r["model"] for r in results] == list(MODEL_NAMES)
     for r in results:
-        rates = [r[k] for k in ("train_fp32", "train_bf16", "eval_fp32", "eval_bf16")]
+        rates = [r[f"{kind}_{precision}"] for kind in ("train", "compute", "eval") for precision in ("fp32", "bf16")]
         assert all(math.isfinite(v) and v > 0 for v in rates), r
         assert r["parameters"] == count_parameters(build_model(r["model"], width=r["width"]))
         assert r["precision"] == report["train_precision"]
         assert r["epoch_s"] > 0 and r["crossval_s"] > r["epoch_s"]
     assert report["device"] == "cpu" and report["epochs"] == 7
+    assert math.isfinite(report["loader_clips_per_s"]) and report["loader_clips_per_s"] > 0
     lines = stdout.splitlines()
     assert any(line.startswith("torch ") and "torchaudio" in line for line in lines)
     for r in results:  # one table row per model, starting with the paper's name
@@ -49,6 +50,8 @@ def test_quick_run_reports_every_model_with_positive_rates(quick_run: tuple[str,
     assert last.startswith("bf16/fp32 training speed-up on ")
     for r in results:
         assert f"{r['title']} {r['train_bf16'] / r['train_fp32']:.2f}x" in last
+    alone = last.split("(model alone: ")[1]
+    assert alone.rstrip(")").split(", ") == [f"{r['compute_bf16'] / r['compute_fp32']:.2f}x" for r in results]
 
 
 def test_epoch_and_crossval_costs_follow_the_measured_rates(quick_run: tuple[str, dict]) -> None:
