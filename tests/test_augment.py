@@ -156,6 +156,17 @@ def test_augmenter_speed_draws_from_the_grid_and_every_clip_gets_its_factor(devi
     assert not torch.equal(aug.augment(x, y).params["speed"], factor)
 
 
+def test_small_batches_still_draw_every_factor_equally_often() -> None:
+    # 3 clips, 8 factors: which factors a batch uses must be random, not always the same three.
+    x = torch.zeros(3, 1, N)
+    x[..., :8000] = 1.0
+    aug = only("aug_speed", 0.2, torch.device("cpu"))
+    drawn = torch.cat([aug.augment(x, torch.zeros(3, dtype=torch.long)).params["speed"] for _ in range(400)])
+    counts = {f: int((drawn == f).sum()) for f in aug.factors}
+    assert sum(counts.values()) == 1200
+    assert all(110 <= c <= 190 for c in counts.values()), counts  # 150 expected, sd 11.5
+
+
 # --------------------------------------------------------------------------------------------
 # mask
 
@@ -365,3 +376,25 @@ def test_training_with_augmentation_still_learns_and_evaluation_is_never_augment
     clean = evaluate(result.model, test)
     assert clean.predictions.equals(result.evaluation.predictions)
     assert clean.loss == result.evaluation.loss
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 7's demonstration
+
+
+def test_demonstrate_reports_what_it_did_to_the_clip() -> None:
+    x, _ = make_batch(torch.device("cpu"), n_clips=2)
+    clip, other = x[0, 0].numpy(), x[1, 0].numpy()
+    demos = augment.demonstrate(clip, other, (6, 9), seed=3)
+    assert [d.name for d in demos] == list(augment.DEMO_SETTINGS)
+    by_name = {d.name: d for d in demos}
+    assert all(d.x.shape == clip.shape and d.x.dtype == np.float32 for d in demos)
+    assert by_name["shift"].drawn.startswith("shifted") and "inside the window" in by_name["shift"].drawn
+    assert by_name["noise"].drawn.startswith("street_music mixed in as noise at")
+    assert by_name["shift"].target == {"gun_shot": 1.0}
+    mix = by_name["mixup"].target
+    assert set(mix) == {"gun_shot", "street_music"} and sum(mix.values()) == pytest.approx(1.0, abs=2e-3)
+    assert f"mixed {mix['gun_shot']:.2f}" in by_name["mixup"].drawn
+    again = augment.demonstrate(clip, other, (6, 9), seed=3)
+    assert all(np.array_equal(a.x, b.x) and a.drawn == b.drawn for a, b in zip(demos, again))
+    assert augment.plot_demos(clip, demos).axes and len(augment.demo_players(clip, demos).children) == 7

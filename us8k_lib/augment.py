@@ -10,8 +10,9 @@ Ushiku & Harada, ICLR 2018).
 :class:`Augmenter` changes a training batch ``x [batch, 1, samples]`` *after* it has been copied
 to the training device, inside the training step, so a GPU does the work and the CPU data path
 stays exactly as fast as without augmentation. It draws every random number from its own
-``torch.Generator`` on that device (no CPU-GPU synchronisation per batch), and its generator state
-goes into the checkpoint, so a resumed run continues exactly. Evaluation never augments.
+``torch.Generator`` on that device (no CPU-GPU synchronisation per batch; only the order of the
+speed factors comes from a small CPU generator), and the generators' states go into the
+checkpoint, so a resumed run continues exactly. Evaluation never augments.
 
 The five augmentations, applied in this order, each switched on by a ``TrainConfig`` field that is
 0 (off) by default (``python -m us8k_lib train/crossval`` flags in brackets):
@@ -36,7 +37,10 @@ The five augmentations, applied in this order, each switched on by a ``TrainConf
     (linear) folds everything above ``4 kHz / factor`` back into the band. To keep it
     to a few resampling calls per batch, factors come from a grid of :data:`SPEED_STEPS` evenly
     spaced values rounded to 1/:data:`SPEED_RESOLUTION`; each batch's clips are spread over them
-    evenly, in random order (one call per factor, whatever the batch size).
+    evenly, in random order (one call per factor, whatever the batch size), so every clip's
+    factor is uniform over the grid. Which factors get the odd clips out when the batch size is
+    not a multiple of the grid's (or a batch has fewer clips than factors) is drawn by a second,
+    CPU generator, since the host must know it to make the calls.
 ``aug_mask`` (``--aug-mask SECONDS``)
     Zeroes one random stretch of each clip, of random length up to this many seconds but never
     more than half the clip's active (non-padded) part, placed inside that active part (a mask on
@@ -118,6 +122,7 @@ WRAP_MAX_PADDING_S = 0.01
 #: The window every clip is formatted to (seconds): the most a shift or a mask can span.
 WINDOW_SECONDS = audio.TARGET_LENGTH / audio.TARGET_SR
 
+_HOST_SEED_XOR = 0x5EED_F00D
 _BETA_TRIES = 8  # Marsaglia-Tsang candidates per sample; all rejected has probability < 1e-10
 _FIELD_HELP = {
     "aug_shift": ("SECONDS", "max random time shift either way; short events move inside the 4 s window and "
@@ -346,9 +351,10 @@ class Augmenter:
 
     Call it as ``x, target = augmenter(x, y)`` inside the training step, after the batch was
     copied to the device; ``target`` is ``y`` unless mixup is on, then class probabilities for
-    ``F.cross_entropy(logits, target)``. Every random number comes from ``self.generator``
-    (on ``device``), so the same seed gives the same batches and :meth:`state_dict` is all a
-    checkpoint needs. Never use it on evaluation batches.
+    ``F.cross_entropy(logits, target)``. Every random number comes from ``self.generator`` (on
+    ``device``) and, for the order of the speed factors, ``self.host_generator`` (CPU), so the
+    same seed gives the same batches and :meth:`state_dict` is all a checkpoint needs. Never use
+    it on evaluation batches.
 
     Args:
         sr: sample rate of the clips (Hz): turns the seconds below into samples.
@@ -376,7 +382,8 @@ class Augmenter:
         self.sr, self.n_classes = sr, n_classes
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.host_generator = torch.Generator()
+        self.manual_seed(seed)
         self.factors = speed_factors(self.settings["aug_speed"]) if self.settings["aug_speed"] else []
 
     @classmethod
@@ -385,7 +392,8 @@ class Augmenter:
         """Return the augmenter ``config``'s ``aug_*`` fields ask for, or None when all are 0.
 
         Seeded from ``(config.seed, epoch 0, rank)``; a training loop reseeds it at each epoch's
-        start with ``manual_seed(augment_seed(config.seed, epoch, rank))``. Used by ``us8k_lib.train``.
+        start, e.g. with ``manual_seed(augment_seed(config.seed, epoch, rank))``. Used by
+        ``us8k_lib.train``.
         """
         values = {name: float(getattr(config, name, 0.0) or 0.0) for name in AUGMENT_FIELDS}
         if not any(values.values()):
@@ -393,18 +401,22 @@ class Augmenter:
         return cls(sr=sr, n_classes=n_classes, device=device, seed=augment_seed(config.seed, 0, rank), **values)
 
     def manual_seed(self, seed: int) -> None:
-        """Reseed the generator (the training loop does at each epoch's start)."""
+        """Reseed the generators (the training loop does at each epoch's start)."""
         self.generator.manual_seed(int(seed))
+        # A different seed for the host generator: on a CPU both would otherwise repeat one stream.
+        self.host_generator.manual_seed(int(seed) ^ _HOST_SEED_XOR)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the generator state and the settings (saved in checkpoints)."""
-        return {"generator": self.generator.get_state(), "settings": dict(self.settings)}
+        """Return the generators' states and the settings (saved in checkpoints)."""
+        return {"generator": self.generator.get_state(), "host_generator": self.host_generator.get_state(),
+                "settings": dict(self.settings)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; its settings must match this augmenter's."""
         if dict(state.get("settings", {})) != self.settings:
             raise ValueError(f"augmenter state is for settings {state.get('settings')}, not {self.settings}")
         self.generator.set_state(state["generator"])
+        self.host_generator.set_state(state["host_generator"])
 
     def describe(self) -> str:
         """Return a one-line summary of what is on, e.g. for a training run's first line."""
@@ -483,18 +495,18 @@ class Augmenter:
         return AugmentResult(x=out if out is not x else x.clone(), target=target, params=params)
 
     def _speed(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Clips are spread evenly over the factors in a random order drawn on the device: the group
-        # sizes depend only on the batch size, so the host never waits for the device to know them.
-        batch = x.shape[0]
+        # Clip order[j] takes slot j, and slot j the factor at position j % k of a random order of
+        # the k factors. The order of clips is drawn on the device; the order of the factors on
+        # the host (k small numbers), so the host knows every group without waiting for the device.
+        batch, k = x.shape[0], len(self.factors)
         order = torch.randperm(batch, generator=self.generator, device=x.device)
+        positions = torch.randperm(k, generator=self.host_generator).tolist()
         out = torch.empty_like(x)
         factor = torch.empty(batch, device=x.device)
-        k = len(self.factors)
-        for j, f in enumerate(self.factors):
-            rows = order[j * batch // k:(j + 1) * batch // k]
-            if len(rows):
-                out[rows] = change_speed(x[rows], f)
-                factor[rows] = f
+        for p in range(min(k, batch)):
+            rows, f = order[p::k], self.factors[positions[p]]
+            out[rows] = change_speed(x[rows], f)
+            factor[rows] = f
         params["speed"] = factor
         return out
 
@@ -510,6 +522,133 @@ class Augmenter:
         shift = lo + torch.minimum((u * (hi - lo + 1)).long(), hi - lo)
         params.update(shift=shift, wrapped=wrapped)
         return roll_clips(x, shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hear and see it (notebook 7)
+
+#: The settings notebook 7 demonstrates each augmentation with: strong enough to hear.
+DEMO_SETTINGS: dict[str, dict[str, float]] = {
+    "shift": {"aug_shift": 1.0},
+    "speed": {"aug_speed": 0.2},
+    "mask": {"aug_mask": 0.5},
+    "noise": {"aug_noise": 1.0},
+    "mixup": {"aug_mixup": 1.0},
+    "all ('strong' preset)": AUGMENT_PRESETS["strong"],
+}
+
+
+@dataclass
+class Demo:
+    """One augmentation applied to one clip (see :func:`demonstrate`).
+
+    Attributes:
+        name: the augmentation, e.g. ``"speed"``.
+        settings: the ``aug_*`` values used.
+        x: the augmented clip (float32 numpy, the original's length).
+        drawn: what was drawn for this clip, in words (rounded).
+        target: the training target for the clip, as class name -> probability.
+    """
+
+    name: str
+    settings: dict[str, float]
+    x: np.ndarray
+    drawn: str
+    target: dict[str, float]
+
+
+def _drawn(params: Mapping[str, torch.Tensor], i: int, sr: int, names: list[str]) -> str:
+    def v(key: str) -> float:
+        return float(params[key][i])
+
+    words = []
+    if "speed" in params:
+        f = v("speed")
+        words.append(f"speed x{f:.2f}: {1 / f:.2f} times as long, pitch {12 * math.log2(f):+.1f} semitones")
+    if "shift" in params:
+        how = "rotated: the clip fills its window" if bool(params["wrapped"][i]) else "inside the window"
+        words.append(f"shifted {v('shift') / sr:+.2f} s ({how})")
+    if "mask_length" in params:
+        words.append(f"zeroed {v('mask_length') / sr:.2f} s from {v('mask_start') / sr:.2f} s")
+    if "noise_on" in params:
+        other = names[int(params["noise_partner"][i])]
+        words.append(f"{other} mixed in as noise at {v('snr_db'):.1f} dB SNR" if bool(params["noise_on"][i])
+                     else "no background noise this time")
+    if "mix_ratio" in params:
+        r, other = v("mix_ratio"), names[int(params["mix_partner"][i])]
+        words.append(f"mixed {r:.2f} : {1 - r:.2f} with {other}")
+    return "; ".join(words)
+
+
+def demonstrate(clip: np.ndarray, other: np.ndarray, labels: tuple[int, int], *, sr: int = audio.TARGET_SR,
+                seed: int = 0, settings: Mapping[str, Mapping[str, float]] | None = None,
+                classes: tuple[str, ...] | list[str] | None = None) -> list[Demo]:
+    """Apply each of ``settings`` (default :data:`DEMO_SETTINGS`) to ``clip`` in a batch of two
+    with ``other`` (the clip that noise and mixup take in), each with a fresh :class:`Augmenter`
+    seeded with ``seed``, exactly as training would.
+
+    Args:
+        clip, other: mono clips as the model sees them (``audio.format_clip``), same length.
+        labels: the two clips' class IDs.
+        sr: their sample rate.
+        seed: the augmenters' seed (same seed, same result).
+        settings: name -> ``aug_*`` values.
+        classes: class names by ID (default UrbanSound8K's).
+
+    Returns:
+        One :class:`Demo` per setting, for ``clip``. Used by notebook 7.
+    """
+    from us8k_lib.metadata import CLASSES
+
+    classes = list(classes or CLASSES)
+    x = torch.from_numpy(np.stack([np.asarray(clip, np.float32), np.asarray(other, np.float32)]))[:, None]
+    y = torch.tensor(list(labels), dtype=torch.long)
+    demos = []
+    for name, values in (settings or DEMO_SETTINGS).items():
+        aug = Augmenter(sr=sr, n_classes=len(classes), device="cpu", seed=seed, **values)
+        result = aug.augment(x, y)
+        target = result.target[0] if result.target.dim() == 2 else F.one_hot(result.target[0], len(classes))
+        probs = {classes[j]: round(float(p), 3) for j, p in enumerate(target.tolist()) if p > 0}
+        demos.append(Demo(name=name, settings=dict(values), x=result.x[0, 0].numpy(),
+                          drawn=_drawn(result.params, 0, sr, [classes[int(label)] for label in labels]),
+                          target=probs))
+    return demos
+
+
+def plot_demos(clip: np.ndarray, demos: list[Demo], sr: int = audio.TARGET_SR, title: str = "original") -> Any:
+    """Draw the original and each demo beside each other: waveform left, spectrogram right, one
+    row each, on the same scales. Returns the figure. Used by notebook 7."""
+    import matplotlib.pyplot as plt
+
+    from us8k_lib import plots
+
+    rows = [(title, np.asarray(clip, np.float32))] + [(d.name, d.x) for d in demos]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 1.7 * len(rows)), layout="constrained", squeeze=False)
+    peak = max(float(np.abs(x).max()) for _, x in rows)
+    for (label, x), (wave_ax, spec_ax) in zip(rows, axes):
+        plots.plot_waveform(x, sr, ax=wave_ax, title=label, max_points=4000)
+        wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
+        plots.plot_spectrogram(x, sr, ax=spec_ax, title=label, colorbar=False)
+    for ax in axes[:-1].ravel():
+        ax.set_xlabel("")
+    return fig
+
+
+def demo_players(clip: np.ndarray, demos: list[Demo], sr: int = audio.TARGET_SR, title: str = "original") -> Any:
+    """Return a grid of players: the original, then each demo with what was drawn for it.
+    Used by notebook 7."""
+    import html
+
+    import ipywidgets as widgets
+
+    from us8k_lib.listen import make_audio_widget
+
+    cells = []
+    for label, x, caption in [(title, np.asarray(clip, np.float32), "")] + [(d.name, d.x, d.drawn) for d in demos]:
+        text = f"<b>{html.escape(label)}</b><br><small>{html.escape(caption)}</small>"
+        cells.append(widgets.VBox([widgets.HTML(text), make_audio_widget(x, sr)],
+                                  layout=widgets.Layout(border="1px solid #ddd", padding="4px")))
+    return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns="repeat(3, 1fr)", grid_gap="6px"))
 
 
 # ---------------------------------------------------------------------------------------------
