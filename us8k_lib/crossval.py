@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.checkpoint import CHECKPOINT_NAME, write_atomic, write_json
-from us8k_lib.errors import US8KError
+from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_atomic, write_json
+from us8k_lib.errors import CheckpointError, US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.train import HISTORY_NAME, METRICS_NAME, TrainConfig, fit
 
@@ -229,11 +229,22 @@ def _run_fold(config: TrainConfig, root: Path, run: Path, **kwargs: Any) -> dict
         if kwargs["verbose"]:
             print(f"{tag} already done in {run}: skipped")
     else:
-        resume = (run / CHECKPOINT_NAME).exists()
+        resume = _resumable(run, config)
         if kwargs["verbose"]:
-            print(f"{tag} {'resuming' if resume else 'training'} in {run}")
+            started_over = not resume and (run / CHECKPOINT_NAME).exists()
+            print(f"{tag} {'resuming' if resume else 'training'} in {run}"
+                  + (" (it held a run with other settings: starting over)" if started_over else ""))
         fit(config, root=root, out=run, resume=resume, ddp=False, **kwargs)
     return _fold_row(run)
+
+
+def _resumable(run: Path, config: TrainConfig) -> bool:
+    """True if ``run`` holds an unfinished run of ``config`` (one with other settings is started over)."""
+    try:
+        saved = load_checkpoint(run / CHECKPOINT_NAME)["config"]
+    except CheckpointError:
+        return False
+    return all(saved.get(k) == v for k, v in config.to_dict().items() if k != "workers")
 
 
 def _finished(run: Path, config: TrainConfig) -> bool:

@@ -312,6 +312,37 @@ def plot_per_class_accuracy(
     return fig
 
 
+def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Draw each test fold's accuracy (at the epoch validation picked) with the mean and ± 1 std.
+
+    Args:
+        folds: one row per test fold with ``test_fold``, ``test_acc`` (the reported number),
+            ``test_acc_last`` and ``best_test_acc`` (drawn as markers), e.g.
+            :attr:`us8k_lib.crossval.CrossValResult.folds`.
+        ax: axes to draw into; a new figure when None.
+        title: axes title.
+
+    Returns:
+        The figure. Used by notebooks 6 and 7.
+    """
+    fig, ax = _axes(ax, (7, 3.2))
+    x = np.arange(len(folds))
+    acc = folds["test_acc"].to_numpy(dtype=float)
+    mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+    ax.bar(x, acc, color="C0", width=0.6, label="epoch picked on validation (reported)")
+    ax.plot(x, folds["test_acc_last"], "o", color="C1", ms=5, label="last epoch")
+    ax.plot(x, folds["best_test_acc"], "_", color="C3", ms=14, mew=2, label="best epoch on the test fold (optimistic)")
+    ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2, lw=0)
+    ax.axhline(mean, color="0.2", lw=1, ls="--", label=f"mean {mean:.3f} ± {std:.3f}")
+    ax.set_xticks(x, [str(int(f)) for f in folds["test_fold"]])
+    ax.set_xlabel("test fold")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "Cross-validation: one bar per test fold")
+    return fig
+
+
 def plot_aliasing_comparison(
     x: np.ndarray,
     sr: int,
