@@ -106,3 +106,36 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp
     assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]]
     last = resumed.stdout.strip().splitlines()[-1]
     assert last.startswith("test accuracy: ") and last == whole.stdout.strip().splitlines()[-1]
+
+
+def test_each_torchrun_process_takes_its_own_gpu_and_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU paths, checked on a CPU machine: LOCAL_RANK picks the GPU, NCCL is the GPU backend."""
+    from us8k_lib.devices import choose_device
+    from us8k_lib.distributed import backend_for, launched_by_torchrun
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert not launched_by_torchrun()
+    assert choose_device() == torch.device("cuda")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launched_by_torchrun()
+    assert choose_device() == torch.device("cuda", 1)
+    assert choose_device("cuda") == torch.device("cuda", 1)
+    assert choose_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    assert choose_device("cpu") == torch.device("cpu")
+    assert backend_for(torch.device("cuda", 1)) == "nccl"
+    assert backend_for(torch.device("cpu")) == "gloo"
+
+
+def test_global_batch_must_split_evenly_over_ranks(monkeypatch: pytest.MonkeyPatch, tiny_root: Path) -> None:
+    from us8k_lib import train
+
+    monkeypatch.setattr(train, "dist_is_active", lambda: True)
+    monkeypatch.setattr(train, "dist_is_main", lambda: True)
+    monkeypatch.setattr(train, "dist_world_size", lambda: 3)
+    monkeypatch.setattr(train, "dist_rank", lambda: 0)
+    with pytest.raises(ValueError, match="batch_size 16 does not split evenly over 3 ranks"):
+        train.fit(train.TrainConfig(batch_size=16, epochs=1), tiny_root, verbose=False, progress=False)

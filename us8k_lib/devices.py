@@ -17,10 +17,14 @@ from us8k_lib.distributed import launched_by_torchrun, local_rank
 def choose_device(preference: str = "auto") -> torch.device:
     """Return the device to train on: CUDA if available, else Apple MPS, else CPU.
 
-    ``preference`` other than ``"auto"`` (e.g. ``"cpu"``) is used as given. Used by notebook 5.
+    ``preference`` other than ``"auto"`` (e.g. ``"cpu"``) is used as given. Under torchrun, CUDA
+    means this process's GPU, ``cuda:LOCAL_RANK``. Used by notebook 5 and every training run.
     """
     if preference != "auto":
-        return torch.device(preference)
+        device = torch.device(preference)
+        if device.type == "cuda" and device.index is None and launched_by_torchrun():
+            return torch.device("cuda", local_rank())  # one GPU per torchrun process
+        return device
     if torch.cuda.is_available():
         # Under torchrun each process on a machine takes its own GPU.
         return torch.device("cuda", local_rank()) if launched_by_torchrun() else torch.device("cuda")
