@@ -29,11 +29,22 @@ def _torchrun(nproc: int, args: list[str], env: dict[str, str], **kwargs) -> sub
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-@pytest.fixture()
-def env(tmp_path: Path, tiny_root: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One thread per process (as torchrun sets for several), and a private data folder for the cache."""
-    (tmp_path / "data").mkdir()
-    return dict(os.environ, OMP_NUM_THREADS="1", US8K_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    data = tmp_path_factory.mktemp("data")
+    return dict(os.environ, OMP_NUM_THREADS="1", US8K_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+    """One uninterrupted DDP training on 2 ranks (tests/ddp_worker.py): its run folder, and each rank's weights in dump/."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    (tmp / "dump").mkdir()
+    proc = _torchrun(2, [str(HERE / "ddp_worker.py"), str(tiny_root), str(tmp / "run"), str(tmp / "cache"),
+                         str(tmp / "dump")], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
 
 
 def test_shard_covers_every_index_once() -> None:
@@ -41,6 +52,7 @@ def test_shard_covers_every_index_once() -> None:
 
 
 def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """Each fold trains the same on its own rank as in one process (one thread each, as torchrun sets)."""
     args = ["-m", "us8k_lib", "crossval", "--root", str(tiny_root), "--folds", "1-2", *SMALL_FLAGS]
     one = _torchrun(1, args + ["--out", str(tmp_path / "one")], env)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -56,12 +68,8 @@ def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, en
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["fold01", "fold02"]
 
 
-def test_ddp_training_keeps_ranks_identical_and_learns(tiny_root: Path, tmp_path: Path, env: dict[str, str]) -> None:
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    proc = _torchrun(2, [str(HERE / "ddp_worker.py"), str(tiny_root), str(tmp_path / "run"),
-                         str(tmp_path / "cache"), str(dump)], env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_ddp_training_keeps_ranks_identical_and_learns(ddp_run: Path) -> None:
+    dump = ddp_run / "dump"
     r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["state"].keys() == r1["state"].keys()
     for k in r0["state"]:
@@ -72,15 +80,14 @@ def test_ddp_training_keeps_ranks_identical_and_learns(tiny_root: Path, tmp_path
     losses = r0["history"]["train_loss"]
     assert losses[-1] < losses[0] and r0["history"]["train_acc"][-1] > 0.3  # learns (10 classes: chance 0.1)
     # rank 0 alone wrote the run folder, and its checkpoint holds the shared weights
-    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    ckpt = load_checkpoint(ddp_run / "run" / CHECKPOINT_NAME)
     assert all(torch.equal(ckpt["model"][k], r0["state"][k]) for k in ckpt["model"])
 
 
-def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp_path: Path,
+def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp_path: Path, ddp_run: Path,
                                                             env: dict[str, str]) -> None:
+    """Killed mid-run with SIGKILL and resumed from the command line, it ends as ddp_run did (same settings)."""
     base = ["-m", "us8k_lib", "train", "--root", str(tiny_root), *SMALL_FLAGS]
-    whole = _torchrun(2, base + ["--out", str(tmp_path / "whole")], env)
-    assert whole.returncode == 0, whole.stderr[-3000:]
 
     run = tmp_path / "cut"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *base,
@@ -99,13 +106,14 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp
     resumed = _torchrun(2, base + ["--out", str(run), "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming" in resumed.stdout
-    a, b = load_checkpoint(tmp_path / "whole" / CHECKPOINT_NAME), load_checkpoint(run / CHECKPOINT_NAME)
+    a, b = load_checkpoint(ddp_run / "run" / CHECKPOINT_NAME), load_checkpoint(run / CHECKPOINT_NAME)
+    assert a["config"] == b["config"], "the worker and the command must train the same configuration"
     assert a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), f"{k} differs after resume"
     assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]]
     last = resumed.stdout.strip().splitlines()[-1]
-    assert last.startswith("test accuracy: ") and last == whole.stdout.strip().splitlines()[-1]
+    assert last == f"test accuracy: {a['history'][-1]['test_acc']:.3f} (fold 10, 20 clips)"
 
 
 def test_each_torchrun_process_takes_its_own_gpu_and_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
