@@ -67,7 +67,7 @@ def test_verdict_at_chance_says_it_cannot_tell_from_guessing() -> None:
     text = real_sample_verdict(_result(TRUE, _guess(2)), synthetic_accuracy=0.95)
     assert text.startswith("2 of 20 real clips classified correctly (10%)")
     assert "95% interval" in text and "3% to 30%" in text and "Guessing would get 10%" in text
-    assert "not distinguishable from guessing" in text and "better than guessing" not in text
+    assert "cannot be told apart from guessing" in text and "better than guessing" not in text
     assert "siren most often" in text and "2 of the clips are really siren" in text
 
 
@@ -75,7 +75,7 @@ def test_verdict_above_chance_below_the_synthetic_fold() -> None:
     text = real_sample_verdict(_result(TRUE, _guess(9)), synthetic_accuracy=0.95)
     assert text.startswith("9 of 20 real clips classified correctly (45%)")
     assert "better than guessing, but below the 95% it scored on its test fold" in text
-    assert "not distinguishable" not in text
+    assert "cannot be told apart" not in text
 
 
 def test_verdict_as_good_as_the_test_fold_claims_no_more_than_that() -> None:

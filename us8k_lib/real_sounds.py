@@ -154,8 +154,8 @@ def real_sample_verdict(result: EvalResult, *, synthetic_accuracy: float | None 
         lines.append(f"Careful: the model was trained on {len(heard)} of these {n} clips, so this is not a test "
                      "on sounds it has never heard.")
     if low <= CHANCE:
-        lines.append(f"That is not distinguishable from guessing with {n} clips: "
-                     "what the model learned does not carry over to these real recordings.")
+        lines.append(f"With {n} clips, that cannot be told apart from guessing: on these real recordings the "
+                     "model shows no sign that what it learned carries over.")
     elif synthetic_accuracy is not None and high < synthetic_accuracy:
         lines.append(f"That is better than guessing, but below the {synthetic_accuracy:.0%} it scored on its "
                      "test fold: part of what it learned carries over to real recordings, much does not.")
