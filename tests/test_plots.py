@@ -184,3 +184,16 @@ def test_class_examples_grid_draws_one_spectrogram_per_clip(tiny_root):
     assert [ax.get_title() for ax in visible] == list(examples["class"])
     assert len(fig.axes) == 8 and all(len(ax.images) == 1 for ax in visible)
     assert all(ax.get_ylim()[1] == pytest.approx(8000) for ax in visible)
+
+
+def test_fold_accuracies_plot_shows_each_fold_and_the_mean() -> None:
+    folds = pd.DataFrame({"test_fold": [1, 2, 3], "test_acc": [0.8, 0.9, 0.7],
+                          "test_acc_last": [0.75, 0.9, 0.7], "best_test_acc": [0.85, 0.95, 0.7]})
+    fig = plots.plot_fold_accuracies(folds)
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches if p.get_width() < 1]  # the bars, not the std band
+    assert heights == pytest.approx([0.8, 0.9, 0.7])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "mean 0.800 ± 0.100" in labels
+    plt.close(fig)

@@ -325,7 +325,7 @@ def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: 
     Returns:
         The figure. Used by notebooks 6 and 7.
     """
-    fig, ax = _axes(ax, (7, 3.2))
+    fig, ax = _axes(ax, (7, 3.8))
     x = np.arange(len(folds))
     acc = folds["test_acc"].to_numpy(dtype=float)
     mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
@@ -338,7 +338,7 @@ def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: 
     ax.set_xlabel("test fold")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax.set_title(title or "Cross-validation: one bar per test fold")
     return fig
 
