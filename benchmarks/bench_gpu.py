@@ -58,7 +58,7 @@ from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.checkpoint import write_json
 from us8k_lib.crossval import fold_roles
 from us8k_lib.dataset import ClipBatch, make_loader
-from us8k_lib.devices import choose_device, cpu_has_native_bf16, decide_amp, deterministic
+from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp, deterministic
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
@@ -239,18 +239,9 @@ def machine_lines(device: torch.device) -> list[str]:
         lines.append(f"fp32 means PyTorch's defaults: cuDNN may use TF32 for convolutions "
                      f"(allow_tf32={torch.backends.cudnn.allow_tf32}), matmuls "
                      f"{'TF32' if torch.backends.cuda.matmul.allow_tf32 else 'full fp32'}")
-    lines.append(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+    lines.append(f"CPU: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     return lines
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def settings_for(device: torch.device, args: argparse.Namespace) -> Settings:
@@ -378,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             "bf16" if amp_in_train else "fp32", "settings": asdict(s), "epochs": args.epochs,
             "fold_sizes": sizes, "loader_clips_per_s": data_rate, "results": [asdict(r) for r in results],
         })
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"bf16/fp32 training speed-up on {where}: "
           + ", ".join(f"{r.title} {r.train_bf16 / r.train_fp32:.2f}x" for r in results)
           + " (model alone: " + ", ".join(f"{r.compute_bf16 / r.compute_fp32:.2f}x" for r in results) + ")")

@@ -50,7 +50,6 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -68,11 +67,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from us8k_lib import audio, dataset
 from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.dataset import US8KDataset, build_cache, collate_clips
+from us8k_lib.dataset import US8KDataset, build_cache, collate_clips, make_loader
+from us8k_lib.devices import cpu_name
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
-from us8k_lib.dataset import make_loader
 from us8k_lib.train import TrainConfig
 
 SR, CHANNELS, SECONDS = 44100, 2, 4.0
@@ -263,15 +262,6 @@ def load_average() -> str:
     except OSError:
         return "n/a"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,12 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("P5 memory", "the same with glibc's default allocator (what reuse_freed_memory costs)",
                  f"{gb(res_default['hwm_kb']):.2f} GB ({p5 - gb(res_default['hwm_kb']):+.2f} GB)"))
 
-    width = max(len(r[1]) for r in rows)
-    print()
-    print(f"{'measure':<15} {'variant':<{width}}  value")
-    print(f"{'-' * 15} {'-' * width}  {'-' * 30}")
-    for measure, variant, value in rows:
-        print(f"{measure:<15} {variant:<{width}}  {value}")
+    print_rows(rows)
     print(f"\nTotal {time.perf_counter() - began:.0f} s, load average at the end {load_average()}.")
     print(f"P1 {p1:.0f}x  P2 {p2:.2f}x  P3 {p3:.2f}x  P5 {p5:.2f} GB  AUG {aug:.2f}x")
     return 0
