@@ -126,9 +126,10 @@ def test_speed_change_is_torchaudios_resampler_and_does_not_alias(device: torch.
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 1, N, generator=g).to(device)
     for factor in (0.8, 0.93, 1.07, 1.1, 1.2):
-        ref = torchaudio.functional.resample(x, round(factor * 100), 100, **SPEED_RESAMPLING)[..., :N]
+        # On the CPU: a GPU's convolution may round through TF32, its matrix product does not.
+        ref = torchaudio.functional.resample(x.cpu(), round(factor * 100), 100, **SPEED_RESAMPLING)[..., :N]
         # Same sums of the same products in another order: equal to float rounding (signal std 1).
-        torch.testing.assert_close(change_speed(x, factor)[..., :ref.shape[-1]], ref, rtol=0, atol=1e-4)
+        torch.testing.assert_close(change_speed(x, factor)[..., :ref.shape[-1]].cpu(), ref, rtol=0, atol=1e-4)
     # At 1.2x the new Nyquist frequency is 4000 / 1.2 = 3333 Hz of the original: a 3500 Hz tone
     # would fold back to 3800 Hz; it is removed instead, while 2500 Hz passes.
     t = torch.arange(N, device=device) / SR
@@ -228,7 +229,8 @@ def test_mixup_labels_sum_to_1_and_match_the_ratio_the_audio_was_mixed_in(device
     target, partner, ratio = result.target, result.params["mix_partner"], result.params["mix_ratio"]
     assert target.shape == (16, 10) and target.dtype == torch.float32
     torch.testing.assert_close(target.sum(dim=1), torch.ones(16, device=device))
-    assert ((ratio >= 0) & (ratio <= 1)).all() and (ratio.max() - ratio.min()) > 0.3
+    # The clip keeps at least half: its own label stays the largest share.
+    assert ((ratio >= 0.5) & (ratio <= 1)).all() and (ratio.max() - ratio.min()) > 0.2
     rows = torch.arange(16, device=device)
     differ = y != y[partner]
     assert differ.sum() >= 8
@@ -373,7 +375,7 @@ def test_training_with_augmentation_still_learns_and_evaluation_is_never_augment
     # The evaluation fit reports is that of the plain test clips: evaluating the same model
     # outside fit, where nothing augments, gives the same predictions and loss.
     test = US8KDataset(tiny_root, [config.test_fold], cache_dir=cache_dir, progress=False)
-    clean = evaluate(result.model, test)
+    clean = evaluate(result.model, test, device=result.device, amp=result.amp)
     assert clean.predictions.equals(result.evaluation.predictions)
     assert clean.loss == result.evaluation.loss
 

@@ -51,13 +51,16 @@ The five augmentations, applied in this order, each switched on by a ``TrainConf
     clip's own. Levels are RMS over each clip's active part (:func:`clip_level`), so a short
     event is not drowned just because most of its window is padding.
 ``aug_mixup`` (``--aug-mixup A``)
-    Mixup / between-class mixing: every clip is mixed with another clip of the batch in ratio
-    ``r ~ Beta(A, A)``, ``r * x + (1 - r) * other``, after scaling ``other`` to ``x``'s level, so
-    the ratio is a ratio of loudness and not of how loud each was recorded (as in Tokozume et
-    al.'s between-class learning). The target becomes the same mix of the two one-hot labels (a
-    row of class probabilities that sums to 1), and the loss is cross-entropy against it. A
-    small ``A`` (0.2) mostly mixes a little of the other clip in; ``A = 1`` draws the ratio
-    uniformly, as between-class learning does.
+    Mixup / between-class mixing: every clip is mixed with another clip of the batch,
+    ``r * x + (1 - r) * other``, after scaling ``other`` to ``x``'s level, so the ratio is a
+    ratio of loudness and not of how loud each was recorded (as in Tokozume et al.'s
+    between-class learning). The ratio is ``r = max(b, 1 - b)`` with ``b ~ Beta(A, A)``: the
+    clip keeps at least half, so it stays the main sound of its own slot (and the training
+    accuracy, counted against the clip's own label, keeps its meaning); the other clip gets its
+    turn as the main sound in its own slot. The target becomes the same mix of the two one-hot
+    labels (a row of class probabilities that sums to 1), and the loss is cross-entropy against
+    it. A small ``A`` (0.2) mostly mixes a little of the other clip in; ``A = 1`` draws ``r``
+    uniformly from [0.5, 1].
 
 Mixing partners are other clips of the same batch (a random derangement: never the clip itself),
 after their own shift, speed change and mask. A batch of one clip is not mixed.
@@ -87,8 +90,9 @@ AUGMENT_FIELDS = ("aug_shift", "aug_speed", "aug_mask", "aug_noise", "aug_mixup"
 
 #: Settings for ``--augment PRESET``. ``light`` only changes each clip itself (a shift of up to
 #: 0.5 s, +-5 % speed, a mask of up to 0.1 s); ``strong`` adds background noise for half the
-#: clips and mixup with Beta(0.2, 0.2) ratios (the mixup paper's ImageNet value; Zhang et al.,
+#: clips and mixup with b ~ Beta(0.2, 0.2) (the mixup paper's ImageNet value; Zhang et al.,
 #: ICLR 2018) and widens the rest (speed +-20 %, about EnvNet-v2's random scale of 0.8-1.25).
+#: Not tuned: notebook 7 and ``crossval --augment`` measure them.
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
     "none": {"aug_shift": 0.0, "aug_speed": 0.0, "aug_mask": 0.0, "aug_noise": 0.0, "aug_mixup": 0.0},
     "light": {"aug_shift": 0.5, "aug_speed": 0.05, "aug_mask": 0.1, "aug_noise": 0.0, "aug_mixup": 0.0},
@@ -132,8 +136,8 @@ _FIELD_HELP = {
     "aug_mask": ("SECONDS", "max length of one zeroed stretch per clip (at most half its active part)"),
     "aug_noise": ("P", "probability that a clip gets another clip of the batch mixed in as background noise "
                   f"at {NOISE_SNR_DB[0]:g}-{NOISE_SNR_DB[1]:g} dB SNR (label unchanged)"),
-    "aug_mixup": ("A", "mixup: mix every clip with another in ratio ~ Beta(A, A), labels mixed in the same "
-                  "ratio (0.2 mild, 1 uniform)"),
+    "aug_mixup": ("A", "mixup: mix every clip with another in ratio max(b, 1-b), b ~ Beta(A, A), labels mixed "
+                  "in the same ratio (0.2 mild, 1 uniform over [0.5, 1])"),
 }
 
 
@@ -487,7 +491,8 @@ class Augmenter:
             target = F.one_hot(y, self.n_classes).float()
             if batch > 1:
                 partner = _derangement(batch, g, dev)
-                ratio = sample_beta(s["aug_mixup"], batch, generator=g, device=dev)
+                b = sample_beta(s["aug_mixup"], batch, generator=g, device=dev)
+                ratio = torch.maximum(b, 1 - b)  # the clip stays the main sound of its own slot
                 level = clip_level(out)
                 out, ratio = mix_clips(out, out[partner], ratio, levels=(level, level[partner]))
                 target = ratio[:, None] * target + (1 - ratio[:, None]) * target[partner]
