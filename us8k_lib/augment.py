@@ -462,7 +462,7 @@ class Augmenter:
             raise ValueError(f"batch on {x.device}, labels on {y.device}: both must be on the "
                              f"augmenter's device {self.device}")
         s, g, dev = self.settings, self.generator, x.device
-        batch, n = x.shape[0], x.shape[-1]
+        batch = x.shape[0]
         params: dict[str, torch.Tensor] = {}
         out = x
         if s["aug_speed"]:
