@@ -14,7 +14,8 @@ import pytest
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
-EXPECTED = ["01-explore-metadata", "02-listen-to-clips", "03-format-the-data", "04-define-m5", "05-train-and-test"]
+EXPECTED = ["01-explore-metadata", "02-listen-to-clips", "03-format-the-data", "04-define-m5", "05-train-and-test",
+            "06-evaluate-like-a-paper", "07-augment"]
 
 #: Paths that would reveal the machine a notebook ran on (POSIX homes and temp dirs, Windows drives).
 MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|/private/var/|/var/folders/|[A-Za-z]:\\\\)")
@@ -52,7 +53,7 @@ def widget_states(nb: dict) -> dict:
     return nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
 
 
-def test_the_five_notebooks_are_there_in_order():
+def test_the_seven_notebooks_are_there_in_order():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
@@ -145,6 +146,20 @@ def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
     assert "choose_device" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "GPU" in markdown and "Dai" in markdown and "Salamon" in markdown
+
+
+def test_evaluation_notebook_names_its_sizes_and_keeps_the_protocol():
+    nb = load(NOTEBOOKS_DIR / "06-evaluate-like-a-paper.ipynb")
+    cells = code_cells(nb)
+    settings = source(cells[0])
+    for name in ("MODEL", "FOLDS", "EPOCHS", "WIDTH"):
+        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+    everything = "\n".join(source(c) for c in cells)
+    assert "crossval.crossval(" in everything and "mean_best_on_test" in everything
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    # the published table says under which protocol each number was measured, and what was not checked
+    assert "| protocol |" in markdown and "unverified" in markdown
+    assert "torchrun" in markdown and "fold 10" in markdown
 
 
 def test_sanitizer_hides_figure_sizes_and_memory_addresses():
