@@ -73,8 +73,9 @@ def test_shipped_csv_parses_into_typed_columns(real: pd.DataFrame) -> None:
 
 
 def test_shipped_csv_values_match_a_plain_pandas_read(real: pd.DataFrame) -> None:
-    # The quirks (0.0/4.0, 11.341332999999999) must come through exactly as pandas reads them.
-    plain = pd.read_csv(md.reference_metadata_path())
+    # The quirks (0.0/4.0, 11.341332999999999) must come through exactly: every value the nearest
+    # double to its text, as pandas' exact ("round_trip") parser reads them.
+    plain = pd.read_csv(md.reference_metadata_path(), float_precision="round_trip")
     pd.testing.assert_frame_equal(real, plain, check_exact=True)
     row = real[real["slice_file_name"] == "101281-3-0-14.wav"].iloc[0]
     assert row["end"] == float("11.341332999999999") and row["start"] == float("7.341333")

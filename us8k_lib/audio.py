@@ -568,6 +568,8 @@ def format_summary(table: pd.DataFrame) -> pd.DataFrame:
     """
     ok = table[table["problem"].isna()] if "problem" in table.columns else table
     counts = ok["description"].value_counts()
+    # ties in alphabetical order, so the table is the same whatever pandas' sort does with ties
+    counts = counts.sort_index().sort_values(ascending=False, kind="stable")
     return pd.DataFrame({"files": counts, "share": (100.0 * counts / max(len(ok), 1)).round(1)})
 
 

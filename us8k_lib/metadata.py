@@ -314,7 +314,7 @@ class _Checker:
         self.ok: dict[str, np.ndarray] = {}  # where those values are usable (finite; whole for int columns)
         for c in (c for c in COLUMNS if c in df.columns and c in _INT_COLUMNS + _FLOAT_COLUMNS):
             cell = df[c]
-            values = pd.to_numeric(cell, errors="coerce").astype("float64")
+            values = _to_float(cell)
             finite = np.isfinite(values.to_numpy())
             # Empty cells fail to parse too: tell them apart on the bad rows only.
             self.report(~finite, c, lambda i, v=cell: f"{str(v.iat[i]).strip()!r} is not a number"
@@ -379,3 +379,18 @@ class _Checker:
         if repeated.any():
             first = pd.Series(np.arange(len(names))).groupby(names.to_numpy()).transform("min").to_numpy()
             self.report(repeated, "slice_file_name", lambda i: f"duplicate of row {first[i] + 1}")
+
+
+def _to_float(cells: pd.Series) -> pd.Series:
+    """Parse text cells as Python parses floats (exact round trip; NaN where unparsable).
+
+    pandas' own fast parser (``pd.to_numeric``) is not exact in every version: pandas 2.3 reads
+    ``11.341332999999999`` as ``11.341333``. Python's ``float`` gives the nearest double.
+    """
+    def parse(v: object) -> float:
+        try:
+            return float(str(v).strip()) if v is not None else float("nan")
+        except ValueError:
+            return float("nan")
+
+    return pd.Series([parse(v) for v in cells], index=cells.index, dtype="float64")
