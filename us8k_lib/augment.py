@@ -80,9 +80,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio
 
 from us8k_lib import audio
+from us8k_lib.audio import torchaudio  # loaded, or explained, by us8k_lib._compat
 
 #: The ``TrainConfig`` fields this module reads, in the order the augmentations are applied
 #: (except that noise and mixup come last, after the mask).

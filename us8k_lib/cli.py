@@ -131,8 +131,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command and return its exit code (0 success, 1 data problem, 2 usage)."""
-    args = build_parser().parse_args(argv)
     try:
+        # building the parser imports the augmentation flags, and so torch and torchaudio
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except US8KError as exc:
         print(f"error: {exc}", file=sys.stderr)
