@@ -159,3 +159,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
     import os
 
     return dict(os.environ, US8K_DATA_DIR=str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("model", ["m3", "m5", "m11", "m18", "m34res"])
+def test_every_model_of_the_family_trains_on_the_tiny_dataset(model: str, tiny_root: Path, cache_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """Chosen by name, each model trains through fit with a validation fold and writes a usable run."""
+    # Small for testing: 4 channels in the first stage, 2 epochs.
+    config = TrainConfig(model=model, epochs=2, batch_size=16, lr=3e-3, n_channels=4, seed=0, test_fold=10,
+                         val_fold=9)
+    result = fit(config, tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
+    assert len(result.history) == 2 and result.history["train_loss"].notna().all()
+    assert result.selected is not None and result.selected.n_clips == 20
+    ckpt = load_checkpoint(tmp_path / BEST_NAME)
+    assert ckpt["model_config"]["name"] == model and ckpt["config"]["model"] == model
