@@ -169,3 +169,13 @@ def test_sanitizer_hides_figure_sizes_and_memory_addresses():
     for section in config.sections():
         text = re.sub(config[section]["regex"], config[section]["replace"], text)
     assert "1300x420" not in text and "0x7f4d37d05570" not in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nbval_markers_stand_alone_on_their_line(path):
+    # nbval only recognises a marker that is the whole comment line; text after it silently disables it
+    for i, cell in enumerate(code_cells(load(path))):
+        for line in source(cell).splitlines():
+            if "NBVAL_" in line:
+                assert re.fullmatch(r"\s*#\s*NBVAL_(IGNORE_OUTPUT|CHECK_OUTPUT|SKIP|RAISES_EXCEPTION)\s*", line), \
+                    f"{path.name} code cell {i}: {line!r}"
