@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +116,9 @@ class CrossValResult:
 
 def display_name(model: str) -> str:
     """Return the paper's spelling of a model name (``"m34res"`` -> ``"M34-res"``)."""
-    return model.upper().replace("RES", "-res")
+    from us8k_lib.model import SPECS, parse_model_name
+
+    return SPECS[parse_model_name(model)].title
 
 
 def parse_folds(text: str | None) -> list[int] | None:
@@ -341,6 +342,5 @@ def crossval_command(args: argparse.Namespace) -> int:
     if missing:
         print(f"note: the dataset has no fold(s) {missing}, so this is not the official 10-fold protocol")
     print(f"summary: {result.out / SUMMARY_JSON}, {result.out / SUMMARY_CSV}, {result.out / CONFUSION_CSV}")
-    sys.stdout.flush()
     print(result.summary_line())
     return 0

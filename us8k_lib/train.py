@@ -511,7 +511,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
         if verbose and start_epoch < config.epochs:
             val = f", validating on {len(val_ds)} (fold {config.val_fold})" if val_ds is not None else ""
             where = f"{world} ranks ({device.type}, DDP)" if ddp else f"device {device.type}"
-            print(f"Training {config.model.upper()} on {len(train_ds)} clips (folds "
+            print(f"Training {net.title} on {len(train_ds)} clips (folds "
                   f"{','.join(map(str, sorted(set(train_ds.table['fold']))))}){val}, testing on "
                   f"{len(test_ds)} (fold {config.test_fold}); {where}, {'bf16 autocast' if amp else 'fp32'}"
                   + (f"; augmenting: {augmenter.describe()}." if augmenter is not None else "."))
