@@ -51,19 +51,32 @@ def test_shard_covers_every_index_once() -> None:
     assert list(shard(7)) == list(range(7))  # one process: everything
 
 
-def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, env: dict[str, str]) -> None:
-    """Each fold trains the same on its own rank as in one process (one thread each, as torchrun sets)."""
-    args = ["-m", "us8k_lib", "crossval", "--root", str(tiny_root), "--folds", "1-2", *SMALL_FLAGS]
-    one = _torchrun(1, args + ["--out", str(tmp_path / "one")], env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _torchrun(2, args + ["--out", str(tmp_path / "two")], env)
+def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, env: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Each fold trains on its own rank exactly as in one plain process without torchrun (one thread each)."""
+    from us8k_lib import cli
+
+    args = ["crossval", "--root", str(tiny_root), "--folds", "1-2", *SMALL_FLAGS]
+    two = _torchrun(2, ["-m", "us8k_lib", *args, "--out", str(tmp_path / "two")], env)
     assert two.returncode == 0, two.stderr[-3000:]
+    # The reference runs in this process, as `python -m us8k_lib crossval` would, with the one
+    # thread torchrun gives each rank (another thread count may round differently).
+    monkeypatch.setenv("US8K_DATA_DIR", env["US8K_DATA_DIR"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    one_stdout = capsys.readouterr().out
     a = json.loads((tmp_path / "one" / SUMMARY_JSON).read_text())
     b = json.loads((tmp_path / "two" / SUMMARY_JSON).read_text())
     assert a["folds"] == b["folds"] and a["mean"] == b["mean"] and a["confusion"] == b["confusion"]
-    # the summary line is printed once, by rank 0, as the last line
+    # the summary line is printed once, by rank 0, as the last line, exactly as one process prints it
     assert two.stdout.count("cross-validation accuracy:") == 1
-    assert two.stdout.strip().splitlines()[-1].startswith("cross-validation accuracy:")
+    assert two.stdout.strip().splitlines()[-1] == one_stdout.strip().splitlines()[-1]
+    assert one_stdout.strip().splitlines()[-1].startswith("cross-validation accuracy:")
     # each rank trained its own fold: both fold folders exist, with one run each
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["fold01", "fold02"]
 
