@@ -46,7 +46,7 @@ PLATFORMS = {
 #: (pandas/numpy reprs, widget views, figures) depend on. Everything else follows from these.
 LOCKED = (
     "torch", "torchaudio", "numpy", "pandas", "matplotlib", "ipywidgets", "jupyterlab", "tqdm", "soundfile",
-    "pytest", "nbval", "playwright",
+    "pytest", "pytest-xdist", "execnet", "nbval", "playwright",
     "ipykernel", "ipython", "jupyterlab_widgets", "widgetsnbextension", "comm", "traitlets", "matplotlib-inline",
     "pillow", "contourpy", "kiwisolver", "fonttools", "pyparsing", "cycler", "python-dateutil", "pytz", "tzdata",
     "cffi", "nbformat", "nbclient", "jupyter_client", "jupyter_core", "jupyter_server", "jupyterlab_server",

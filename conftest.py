@@ -1,0 +1,36 @@
+"""How `pytest` shares this machine's cores: pyproject's addopts run the suite with pytest-xdist.
+
+``-n auto --dist loadfile``: a few worker processes, each taking whole files (a notebook's cells
+must run in order, in one kernel). On 2 cores that measured 6:04 against 8:24 for one process,
+because much of the suite (imports, kernel start-ups, subprocesses) uses one core at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: More workers than this would mostly add memory: each imports torch and starts notebook kernels.
+MAX_WORKERS = 4
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker per core (at most MAX_WORKERS); none (one process) when a single file is asked for."""
+    if len(config.args) == 1 and Path(config.args[0].split("::")[0]).is_file():
+        return 0  # one notebook or test file gains nothing from workers, and keeps every thread
+    return max(1, min(MAX_WORKERS, _cores()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In each xdist worker, give torch (and the kernels and subprocesses it starts) its share of the cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        # Set before torch is imported, and inherited by notebook kernels and subprocesses: two
+        # workers with two threads each on two cores spend their time waiting on each other.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // workers))
