@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,16 +134,19 @@ def test_crossval_reports_selected_and_last_epochs_and_skips_finished_folds(
     pd.testing.assert_frame_equal(again.folds, result.folds)
 
 
-def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_path: Path) -> None:
+def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """The bundled real sample has folds 1, 3, 5, 7 and 9: cross-validate over those, and say so."""
-    out = subprocess.run(
-        [sys.executable, "-m", "us8k_lib", "crossval", "--root", str(real_sample), "--folds", "1,3",
-         "--epochs", "1", "--width", "8", "--out", str(tmp_path / "cv")],
-        capture_output=True, text=True, timeout=600, env={**_env(tmp_path)},
-    )
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert "not all ten official ones" in out.stdout and "not the official 10-fold protocol" in out.stdout
+    from us8k_lib import cli
+
+    monkeypatch.setenv("US8K_DATA_DIR", str(tmp_path / "data"))  # its cache, away from the project's
+    code = cli.main(["crossval", "--root", str(real_sample), "--folds", "1,3", "--epochs", "1", "--width", "8",
+                     "--out", str(tmp_path / "cv")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    lines = out.out.strip().splitlines()
+    assert "not all ten official ones" in out.out and "not the official 10-fold protocol" in out.out
     match = LAST_LINE.match(lines[-1])
     assert match, lines[-1]
     assert match.group(3) == "2" and match.group(4) == "M5"
@@ -153,12 +154,6 @@ def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_pa
     assert summary["dataset_folds"] == [1, 3, 5, 7, 9]
     assert [r["val_fold"] for r in summary["folds"]] == [9, 1]
     assert float(match.group(1)) == pytest.approx(np.mean([r["test_acc"] for r in summary["folds"]]), abs=5e-4)
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    import os
-
-    return dict(os.environ, US8K_DATA_DIR=str(tmp_path / "data"))
 
 
 @pytest.mark.parametrize("model", ["m3", "m5", "m11", "m18", "m34res"])
