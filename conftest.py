@@ -20,6 +20,7 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which the dev extra installs
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """One worker per core (at most MAX_WORKERS); none (one process) when a single file is asked for."""
     if len(config.args) == 1 and Path(config.args[0].split("::")[0]).is_file():
