@@ -135,12 +135,17 @@ def test_widget_notebooks_saved_their_widget_state():
         assert "AudioModel" in models, f"{stem}: no saved audio player"
 
 
+def assert_sizes_are_named(settings_cell: dict, names: tuple[str, ...]) -> None:
+    """Each size a learner scales is a named variable set in the notebook's first code cell."""
+    settings = source(settings_cell)
+    for name in names:
+        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+
+
 def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
     nb = load(NOTEBOOKS_DIR / "05-train-and-test.ipynb")
     cells = code_cells(nb)
-    settings = source(cells[0])
-    for name in ("EPOCHS", "BATCH_SIZE", "TEST_FOLD", "MIN_TEST_ACCURACY"):
-        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+    assert_sizes_are_named(cells[0], ("EPOCHS", "BATCH_SIZE", "TEST_FOLD", "MIN_TEST_ACCURACY"))
     everything = "\n".join(source(c) for c in cells)
     assert re.search(r"assert .*accuracy >= MIN_TEST_ACCURACY", everything)
     assert "choose_device" in everything
@@ -151,9 +156,7 @@ def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
 def test_evaluation_notebook_names_its_sizes_and_keeps_the_protocol():
     nb = load(NOTEBOOKS_DIR / "06-evaluate-like-a-paper.ipynb")
     cells = code_cells(nb)
-    settings = source(cells[0])
-    for name in ("MODEL", "FOLDS", "EPOCHS", "WIDTH"):
-        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+    assert_sizes_are_named(cells[0], ("MODEL", "FOLDS", "EPOCHS", "WIDTH"))
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and "mean_best_on_test" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
@@ -179,3 +182,10 @@ def test_nbval_markers_stand_alone_on_their_line(path):
             if "NBVAL_" in line:
                 assert re.fullmatch(r"\s*#\s*NBVAL_(IGNORE_OUTPUT|CHECK_OUTPUT|SKIP|RAISES_EXCEPTION)\s*", line), \
                     f"{path.name} code cell {i}: {line!r}"
+
+
+def test_augmentation_notebook_names_its_sizes_and_checks_that_every_setting_learned():
+    cells = code_cells(load(NOTEBOOKS_DIR / "07-augment.ipynb"))
+    assert_sizes_are_named(cells[0], ("FOLDS", "EPOCHS", "WIDTH", "COMPARE", "SEED"))
+    everything = "\n".join(source(c) for c in cells)
+    assert "crossval.crossval(" in everything and re.search(r"assert worst >= ", everything)
