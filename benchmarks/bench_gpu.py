@@ -58,7 +58,7 @@ from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.checkpoint import write_json
 from us8k_lib.crossval import fold_roles
 from us8k_lib.dataset import ClipBatch, make_loader
-from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp, deterministic
+from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
@@ -348,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train's loader alone ({s.workers if s.workers is not None else 'default'} workers, "
           f"batch {s.batch}, to the device): {data_rate:,.0f} clips/s", flush=True)
     results = []
-    # As fit runs: deterministic algorithms on a CPU, freed memory kept in the heap there.
-    with deterministic(device), reuse_freed_memory(device.type == "cpu"):
+    # As fit runs: freed memory kept in the heap on a CPU.
+    with reuse_freed_memory(device.type == "cpu"):
         for name in names:
             t0 = time.perf_counter()
             results.append(measure(name, device, s, sizes, args.epochs, amp_in_train))

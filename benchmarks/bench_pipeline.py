@@ -295,14 +295,13 @@ def make_step(variant: str, batch: int) -> Callable[[], None]:
 
         return tutorial_step
 
-    # Mirrors the inner loop of us8k_lib.train.fit on CPU: logits, cross-entropy, Adam,
-    # deterministic algorithms on, no autocast (this CPU has no native bf16); the caller runs it
-    # inside reuse_freed_memory(), as fit does.
+    # Mirrors the inner loop of us8k_lib.train.fit on CPU: logits, cross-entropy, Adam, no
+    # autocast (this CPU has no native bf16); the caller runs it inside reuse_freed_memory(), as
+    # fit does.
     model = build_model("m5")
     forward = torch.compile(model) if variant == "ours-compiled" else model
     config = TrainConfig()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    torch.use_deterministic_algorithms(True)
 
     def step() -> None:
         logits = forward(x)
@@ -447,10 +446,10 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
     """Return the AUG rows, and the on/off ratio at the first batch size measured and from the parts.
 
     Both variants run fit's step (M5 logits, cross-entropy, Adam; bf16 autocast where fit turns it
-    on; deterministic algorithms and reuse_freed_memory on a CPU) on the same batch, alternating
+    on; reuse_freed_memory on a CPU) on the same batch, alternating
     ``rounds`` times, ``steps`` steps each; each variant's best round counts."""
     from us8k_lib.augment import AUGMENT_PRESETS, Augmenter
-    from us8k_lib.devices import autocast, decide_amp, deterministic
+    from us8k_lib.devices import autocast, decide_amp
 
     amp = decide_amp(device)
 
@@ -461,7 +460,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
     rows: list[tuple[str, str, str]] = []
     ratios: list[float] = []
     from_parts: list[float] = []
-    with deterministic(device), reuse_freed_memory(device.type == "cpu"):
+    with reuse_freed_memory(device.type == "cpu"):
         for batch in batches:
             x, y = augment_batch(batch, device)
             torch.manual_seed(0)

@@ -6,8 +6,6 @@ Used by notebook 5 and by every training run (``train``, ``crossval``).
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +74,3 @@ def decide_amp(device: torch.device, requested: bool = True) -> bool:
 def autocast(device: torch.device, enabled: bool) -> Any:
     """Return a bf16 autocast context for ``device`` (a no-op when ``enabled`` is False)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@contextmanager
-def deterministic(device: torch.device) -> Iterator[None]:
-    """Use deterministic algorithms on CPU for the duration (restoring the caller's setting)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    try:
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
