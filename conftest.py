@@ -18,11 +18,11 @@ import pytest
 
 #: Files that take longest (seconds measured on the 2-core machine, one thread each), run first.
 LONGEST_FIRST = (
-    "notebooks/05-train-and-test.ipynb",  # ~125 s: trains M5 for five epochs
-    "tests/test_distributed.py",  # ~70 s: four torchrun launches of three processes each
-    "notebooks/07-augment.ipynb",  # ~55 s
-    "notebooks/06-evaluate-like-a-paper.ipynb",  # ~50 s: a three-fold cross-validation
-    "tests/test_train.py",  # ~35 s
+    "notebooks/05-train-and-test.ipynb",  # ~105 s: trains M5 for four epochs
+    "tests/test_distributed.py",  # ~80 s: four torchrun launches of three processes each
+    "notebooks/07-augment.ipynb",  # ~47 s: two augmentation settings over three folds
+    "notebooks/06-evaluate-like-a-paper.ipynb",  # ~37 s: a three-fold cross-validation
+    "tests/test_train.py",  # ~34 s
 )
 
 #: More workers than this would mostly add memory: each imports torch and starts notebook kernels.
