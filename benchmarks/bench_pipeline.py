@@ -446,8 +446,8 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
     """Return the AUG rows, and the on/off ratio at the first batch size measured and from the parts.
 
     Both variants run fit's step (M5 logits, cross-entropy, Adam; bf16 autocast where fit turns it
-    on; reuse_freed_memory on a CPU) on the same batch, alternating
-    ``rounds`` times, ``steps`` steps each; each variant's best round counts."""
+    on; reuse_freed_memory on a CPU) on the same batch, alternating ``rounds`` times, ``steps``
+    steps each; each variant's best round counts."""
     from us8k_lib.augment import AUGMENT_PRESETS, Augmenter
     from us8k_lib.devices import autocast, decide_amp
 

@@ -455,8 +455,8 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
     # On a CPU, keeping freed activations in the heap saves re-faulting them in every step
     # (see us8k_lib.allocator: 30 -> 47-49 clips/s at batch 16 on a 2-core machine).
     # No torch.use_deterministic_algorithms: a seeded run on a CPU is already repeatable bit for
-    # bit (the resume and same-seed tests check it), and turning it on imports torch._inductor
-    # (3 s per process) and fills every new tensor (10-15 % slower steps for narrow models).
+    # bit (the resume tests compare two runs' weights), and turning it on imports torch._inductor
+    # (3 s per process) and fills every new tensor (14 % slower steps for M5 at width 16).
     with reuse_freed_memory(device.type == "cpu"):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
