@@ -11,7 +11,7 @@ would choose:
 
   train fp32, train bf16   training clips/s through the library's own epoch loop
                            (``us8k_lib.train.train_one_epoch``) fed by its own loader
-                           (``us8k_lib.dataset.make_loader``: on CUDA pinned memory, non-blocking
+                           (``us8k_lib.batches.make_loader``: on CUDA pinned memory, non-blocking
                            copies and its default worker processes), at batch 128. The first pass
                            over the loader warms up (cuDNN autotuning with ``cudnn.benchmark`` as
                            train sets it, worker start, memory pools); the second is timed, between
@@ -57,7 +57,8 @@ from torch.utils.data import Dataset, get_worker_info
 from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.checkpoint import write_json
 from us8k_lib.crossval import fold_roles
-from us8k_lib.dataset import ClipBatch, make_loader
+from us8k_lib.batches import make_loader
+from us8k_lib.dataset import ClipBatch
 from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata

@@ -68,7 +68,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from us8k_lib import audio, dataset
 from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.dataset import US8KDataset, build_cache, collate_clips, make_loader
+from us8k_lib.batches import make_loader
+from us8k_lib.dataset import US8KDataset, build_cache, collate_clips
 from us8k_lib.devices import cpu_name
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model

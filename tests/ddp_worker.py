@@ -16,7 +16,7 @@ from us8k_lib.train import TrainConfig, fit
 if __name__ == "__main__":
     root, out, cache, dump = sys.argv[1:5]
     # Small for testing: a narrow M5 on the tiny dataset; batch 16 is the global batch (8 per rank).
-    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, n_channels=8, seed=0, device="cpu")
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, width=8, seed=0, device="cpu")
     with distributed.process_group(torch.device("cpu")) as active:
         assert active, "expected to run under torchrun with several ranks"
         result = fit(config, root, out, cache_dir=cache, progress=False, verbose=False)

@@ -355,7 +355,7 @@ def test_a_batch_of_one_is_not_mixed_but_gets_probability_targets() -> None:
 # in training (needs us8k_lib.train's integration of the aug_* fields)
 
 # Small for testing, as in test_train.py: a 32-channel M5 on the tiny dataset (90 training clips).
-LEARN = dict(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, n_channels=32, seed=0)
+LEARN = dict(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, width=32, seed=0)
 
 
 @pytest.mark.slow

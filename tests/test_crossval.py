@@ -24,7 +24,7 @@ from us8k_lib.train import BEST_NAME, METRICS_NAME, TrainConfig, fit
 pytestmark = pytest.mark.slow
 
 # Small for testing: a narrow M5 (8 channels) and 3 epochs train a fold of tiny in seconds.
-SMALL = dict(epochs=3, batch_size=16, lr=3e-3, n_channels=8, seed=1)
+SMALL = dict(epochs=3, batch_size=16, lr=3e-3, width=8, seed=1)
 LAST_LINE = re.compile(r"^cross-validation accuracy: (\d\.\d{3}) ± (\d\.\d{3}) \((\d+) folds, model (\S+), "
                        r"selected on validation folds\)$")
 
@@ -161,7 +161,7 @@ def test_every_model_of_the_family_trains_on_the_tiny_dataset(model: str, tiny_r
                                                               tmp_path: Path) -> None:
     """Chosen by name, each model trains through fit with a validation fold and writes a usable run."""
     # Small for testing: 4 channels in the first stage, 2 epochs.
-    config = TrainConfig(model=model, epochs=2, batch_size=16, lr=3e-3, n_channels=4, seed=0, test_fold=10,
+    config = TrainConfig(model=model, epochs=2, batch_size=16, lr=3e-3, width=4, seed=0, test_fold=10,
                          val_fold=9)
     result = fit(config, tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
     assert len(result.history) == 2 and result.history["train_loss"].notna().all()

@@ -153,8 +153,9 @@ def test_classifier_from_checkpoint_or_memory_agree(tiny_checkpoint: Path, real_
 def test_predict_files_stops_at_a_bad_file(tiny_checkpoint: Path, real_sample: Path, tmp_path: Path) -> None:
     good = _clip(real_sample, "99180-9-0-2.wav")
     table = predict_files(tiny_checkpoint, [good])
-    assert list(table.columns) == ["file", "class_1", "probability_1", "class_2", "probability_2",
+    assert list(table.columns) == ["file", "classified", "class_1", "probability_1", "class_2", "probability_2",
                                    "class_3", "probability_3"]
+    assert list(table["classified"]) == ["4.0 s, 1 window of 4 s"]
     bad, _ = _write_problem("random bytes", tmp_path, real_sample)
     with pytest.raises(AudioError, match=re.escape(str(bad))):
         predict_files(tiny_checkpoint, [good, bad])
@@ -180,13 +181,15 @@ def test_predict_command_on_a_folder_with_a_corrupt_file(tiny_checkpoint: Path, 
     code = cli.main(["predict", str(tiny_checkpoint), str(folder), "--json", str(report)])
     captured = capsys.readouterr()
     assert code == 1
-    # Every good file is printed, in path order, with its top 3.
+    # The weights used come first, then every good file, in path order, with what was classified and its top 3.
     lines = captured.out.strip().splitlines()
+    assert lines[0] == f"weights: {tiny_checkpoint}: the checkpoint given, epoch 1"
+    lines = lines[1:]
     assert len(lines) == 4 * len(good)
     printed = {}
     for i, path in enumerate(good):
         block = lines[4 * i: 4 * i + 4]
-        assert block[0] == str(path)
+        assert block[0] == f"{path}  (4.0 s, 1 window of 4 s)"
         ranks = [BLOCK_LINE.match(line) for line in block[1:]]
         assert all(ranks) and [int(m.group(1)) for m in ranks] == [1, 2, 3], block
         assert all(m.group(2) in CLASSES for m in ranks)
@@ -211,7 +214,7 @@ def test_predict_command_exits_0_when_every_file_is_classified(tiny_checkpoint: 
     assert cli.main(["predict", str(tiny_checkpoint), str(real_sample / "audio" / "fold3")]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
-    names = [line for line in captured.out.splitlines() if not line.startswith("  ")]
+    names = [line.split("  (")[0] for line in captured.out.splitlines()[1:] if not line.startswith("  ")]
     assert [Path(n).name for n in names] == sorted(p.name for p in (real_sample / "audio" / "fold3").glob("*.wav"))
 
 

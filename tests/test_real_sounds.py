@@ -197,7 +197,7 @@ def test_an_unexpected_error_is_shown_not_raised(tiny_checkpoint: Path, real_sam
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(uploader.classifier, "top", broken)
+    monkeypatch.setattr(uploader.classifier, "classify", broken)
     _upload(uploader, good.name, good.read_bytes())
     assert "unexpected error: RuntimeError: out of memory" in uploader.info.value
     monkeypatch.undo()

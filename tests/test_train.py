@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from us8k_lib import cli
 from us8k_lib.metadata import CLASSES
 from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from us8k_lib.dataset import make_loader
+from us8k_lib.batches import make_loader
 from us8k_lib.devices import choose_device, decide_amp
 from us8k_lib.errors import CheckpointError
 from us8k_lib.evaluate import evaluate
@@ -46,8 +46,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -
     return tmp_path / "data"
 
 
-# Small for testing: a narrow M5 (n_channels=8 instead of 128) trains an epoch of tiny in seconds.
-SMALL = dict(batch_size=16, lr=3e-3, n_channels=8, seed=3)
+# Small for testing: a narrow M5 (width=8 instead of 128) trains an epoch of tiny in seconds.
+SMALL = dict(batch_size=16, lr=3e-3, width=8, seed=3)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -152,7 +152,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_broken_labels_do_not_learn_what_real_labels_do(tiny_root: Path, cache_dir: Path) -> None:
     # Small for testing: 32-channel M5, 6 epochs on tiny (90 training clips, 20 test clips).
-    config = TrainConfig(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, n_channels=32, seed=0)
+    config = TrainConfig(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, width=32, seed=0)
     real = fit(config, tiny_root, cache_dir=cache_dir, progress=False, verbose=False)
     broken = fit(dataclasses.replace(config, permute_labels=True), tiny_root, cache_dir=cache_dir,
                  progress=False, verbose=False)
@@ -302,10 +302,11 @@ def test_train_and_predict_commands(tiny_root: Path, data_dir: Path, tmp_path: P
     wavs = _write_formats(tmp_path, format_clip(clip), 8000)
     assert cli.main(["predict", str(out / CHECKPOINT_NAME), *map(str, wavs)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
+    assert printed.pop(0) == f"weights: {out / CHECKPOINT_NAME}: the checkpoint given, epoch 1"
     assert len(printed) == 4 * len(wavs)
     for i, wav in enumerate(wavs):
         block = printed[4 * i: 4 * i + 4]
-        assert block[0] == str(wav)
+        assert block[0] == f"{wav}  (4.0 s, 1 window of 4 s)"
         ranks = [re.match(r"^  (\d)\. (\w+)\s+(\d\.\d{3})$", line) for line in block[1:]]
         assert all(ranks), block
         assert [int(m.group(1)) for m in ranks] == [1, 2, 3]
@@ -313,7 +314,7 @@ def test_train_and_predict_commands(tiny_root: Path, data_dir: Path, tmp_path: P
         probs = [float(m.group(3)) for m in ranks]
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.001
     table = predict_files(out / CHECKPOINT_NAME, wavs)
-    assert list(table.columns) == ["file", "class_1", "probability_1", "class_2", "probability_2",
+    assert list(table.columns) == ["file", "classified", "class_1", "probability_1", "class_2", "probability_2",
                                    "class_3", "probability_3"]
     # The formats decode to nearly the same clip, so the model ranks them alike.
     assert table["class_1"].nunique() == 1

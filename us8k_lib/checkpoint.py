@@ -16,14 +16,20 @@ import numpy as np
 import torch
 
 from us8k_lib.errors import CheckpointError
-from us8k_lib.model import ModelConfig, RawWaveformCNN, build_model
+from torch import nn
+
+from us8k_lib.model import ModelConfig, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
-CHECKPOINT_FORMAT = "us8k-m5-checkpoint"
-#: 2: ``model_config`` is a :class:`us8k_lib.model.ModelConfig` (name, n_classes, width, normalize),
-#: any model of the family. Version 1 held M5's own config; such checkpoints are refused by version.
-CHECKPOINT_VERSION = 2
+CHECKPOINT_FORMAT = "us8k-checkpoint"
+#: The marker of versions 1 and 2, from when M5 was the only model: recognised, to say which version.
+_OLD_FORMAT = "us8k-m5-checkpoint"
+#: 3: records the run's dataset (``dataset``, see :class:`us8k_lib.runs.DatasetIdentity`) and
+#: calls the width ``width`` in the training config too; ``best.pt`` records the epoch it holds.
+#: 2: ``model_config`` is a :class:`us8k_lib.model.ModelConfig` (any model of the family).
+#: Older checkpoints are refused by version, with the reason.
+CHECKPOINT_VERSION = 3
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -77,17 +83,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a checkpoint written by train (torch.load cannot read it: {type(exc).__name__})"
         ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (CHECKPOINT_FORMAT, _OLD_FORMAT):
         raise CheckpointError(f"{path}: not a checkpoint written by train (no '{CHECKPOINT_FORMAT}' marker)")
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION} "
+                              "(written by an older us8k_lib: train the model again)")
     missing = [k for k in ("model", "model_config", "config", "epoch", "history", "classes") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {missing}")
     return ckpt
 
 
-def load_model(checkpoint: str | Path | dict[str, Any]) -> RawWaveformCNN:
+def load_model(checkpoint: str | Path | dict[str, Any]) -> nn.Module:
     """Return the network stored in a checkpoint (any model of the family), on CPU, in eval mode.
 
     Raises:
@@ -112,28 +119,31 @@ def load_model(checkpoint: str | Path | dict[str, Any]) -> RawWaveformCNN:
     return model.eval()
 
 
-def rng_states(generator: torch.Generator) -> dict[str, Any]:
-    """Return every random-number-generator state a run depends on (for exact resume)."""
+def rng_states() -> dict[str, Any]:
+    """Return the global random-number-generator states (torch, CUDA, numpy, Python) for a checkpoint.
+
+    The training order and the augmentation draw from generators seeded per epoch, so these only
+    matter for code that uses the global generators; they are restored so that it too continues
+    as if never stopped.
+    """
     np_state = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
         # plain Python types, so the checkpoint loads with weights_only=True
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "python": random.getstate(),
-        "loader": generator.get_state(),
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
-def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng_states(states: dict[str, Any]) -> None:
     """Restore the states saved by :func:`rng_states`."""
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
-    generator.set_state(states["loader"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,7 +1,9 @@
 """Command line: ``python -m us8k_lib COMMAND`` (or ``us8k COMMAND``).
 
 Commands: ``make-mini``, ``train``, ``crossval``, ``predict``, ``download``, ``validate``. Each command's work
-is a library function; this module only parses arguments and imports lazily, so ``--help`` is fast.
+is a library function; this module only parses arguments, with flags from modules that need no
+torch (:mod:`us8k_lib.recipe`, :mod:`us8k_lib.augment_settings`), and imports the command's module
+only to run it, so ``--help`` is fast (a test checks that it imports no torch).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from us8k_lib.errors import US8KError
+from us8k_lib.recipe import add_training_arguments
 
 
 def _make_mini(args: argparse.Namespace) -> int:
@@ -73,21 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fold", type=int, default=10, help="held-out fold (default 10)")
     p.add_argument("--val-fold", type=int, default=None,
                    help="fold held out of training to select the epoch (default: none, report the last epoch)")
-    p.add_argument("--out", default=None, help="run folder for checkpoint, history and metrics (default runs/MODEL-foldF)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    _add_training_arguments(p)
+    p.add_argument("--out", default=None,
+                   help="run folder for checkpoint, history and metrics (default runs/MODEL-DATASET-foldF)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (refused if it is of another dataset)")
+    add_training_arguments(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("crossval", help="10-fold cross-validation on the official folds, epoch chosen on a validation fold")
     p.add_argument("--root", default=None, help=root_help)
     p.add_argument("--folds", default=None,
                    help="test folds to run, e.g. 1-3 or 1,4,7 (default: every fold the dataset has)")
-    p.add_argument("--out", default=None, help="folder for the fold runs and summary (default runs/crossval-MODEL)")
-    _add_training_arguments(p)
+    p.add_argument("--out", default=None,
+                   help="folder for the fold runs and summary (default runs/crossval-MODEL-DATASET; with several "
+                        "models, DIR/MODEL each and DIR/comparison.csv)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="folds trained side by side, each in its own process on this machine's device "
+                        "(one GPU is shared; several are used in turn); same numbers as one at a time (default 1)")
+    add_training_arguments(p, several_models=True)
     p.set_defaults(func=_crossval)
 
-    p = sub.add_parser("predict", help="print the top-3 classes of sound files (and folders of them) with a trained checkpoint")
-    p.add_argument("checkpoint", help="checkpoint.pt written by train")
+    p = sub.add_parser("predict", help="print the top-3 classes of sound files (and folders of them) with a trained model")
+    p.add_argument("checkpoint", metavar="RUN",
+                   help="a run folder written by train or crossval (its best.pt when it has one, else its "
+                        "checkpoint.pt) or a checkpoint file")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="sound files (WAV in any format, FLAC, OGG, MP3, ...) or folders, searched recursively; "
                         "a file that cannot be read is reported and the others are still classified (exit 1)")
@@ -109,30 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags ``train`` and ``crossval`` share (each maps to a TrainConfig field)."""
-    p.add_argument("--model", default=None, help="m3, m5 (default), m11, m18 or m34res (Dai et al. 2017)")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: config's)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="batch size (default: config's); under torchrun the global batch over all ranks")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: config's)")
-    p.add_argument("--width", type=int, default=None,
-                   help="channels of the model's first stage (default: the paper's; small values for quick tests)")
-    p.add_argument("--no-amp", action="store_true", help="train in fp32 even where bf16 autocast is available")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: config's)")
-    p.add_argument("--device", default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
-    from us8k_lib.augment import add_augment_arguments  # the flags live beside the presets they name
-
-    add_augment_arguments(p)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command and return its exit code (0 success, 1 data problem, 2 usage)."""
     try:
-        # building the parser imports the augmentation flags, and so torch and torchaudio
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except US8KError as exc:

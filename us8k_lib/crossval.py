@@ -7,12 +7,16 @@ fold once; the fold before it (cyclically) is the *validation fold*, which picks
 weights are kept; the model trains on the remaining eight. The test fold is evaluated after every
 epoch so the learning curves can be drawn, but it never chooses anything.
 
-The output folder holds one run folder per test fold (``fold01/`` ...; see :func:`us8k_lib.train.fit`)
-and, once every fold is done, ``summary.json``, ``summary.csv`` and ``confusion.csv``. A finished
-fold is skipped on a rerun and an interrupted one resumes from its checkpoint. Under ``torchrun``
-the folds are spread over the ranks (one device each) and rank 0 writes the summary.
+The output folder (by default ``runs/crossval-MODEL-DATASET``) holds one run folder per test fold
+(``fold01/`` ...; see :mod:`us8k_lib.runs`) and, once every fold is done, ``summary.json``,
+``summary.csv`` and ``confusion.csv``. A finished fold is skipped on a rerun and an interrupted one
+resumes from its checkpoint, but only if it ran on the same dataset: a folder holding another
+dataset's runs is an error naming both. Under ``torchrun`` the folds are spread over the ranks
+(one device each) and rank 0 writes the summary; ``jobs`` runs several folds side by side in
+one command (several processes sharing one GPU). :func:`comparison_table` puts two models'
+cross-validations side by side (``--model m5,logmel``).
 
-Used by notebooks 6 and 7 and by ``python -m us8k_lib crossval``.
+Used by notebooks 6, 7 and 8 and by ``python -m us8k_lib crossval``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +33,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_atomic, write_json
-from us8k_lib.errors import CheckpointError, US8KError
+from us8k_lib.checkpoint import write_atomic, write_json
+from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
-from us8k_lib.train import HISTORY_NAME, METRICS_NAME, TrainConfig, fit
+from us8k_lib.model import display_name
+from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs import HISTORY_NAME, METRICS_NAME, DatasetIdentity, dataset_identity, default_run_dir, run_status
+from us8k_lib.train import fit
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 CONFUSION_CSV = "confusion.csv"
+COMPARISON_CSV = "comparison.csv"
 #: Columns of :attr:`CrossValResult.folds` (and the per-fold rows of summary.csv).
 FOLD_COLUMNS = ["test_fold", "val_fold", "n_test", "selected_epoch", "val_acc", "test_acc", "test_acc_last",
                 "best_test_epoch", "best_test_acc"]
@@ -60,6 +68,7 @@ class CrossValResult:
             (index: test fold; columns: class names; NaN where a fold has no clip of the class).
         dataset_folds: the folds the dataset has.
         out: the output folder.
+        dataset: the identity of the dataset every fold ran on (:class:`us8k_lib.runs.DatasetIdentity`).
     """
 
     model: str
@@ -69,6 +78,7 @@ class CrossValResult:
     confusion: np.ndarray
     dataset_folds: list[int]
     out: Path
+    dataset: DatasetIdentity | None = None
 
     @property
     def mean(self) -> float:
@@ -102,6 +112,7 @@ class CrossValResult:
             "protocol": "official folds; each test fold once; epoch selected on the previous fold (validation), "
                         "training on the others; the test fold never selects",
             "n_folds": len(self.folds),
+            "dataset": None if self.dataset is None else self.dataset.to_dict(),
             "dataset_folds": self.dataset_folds,
             "missing_official_folds": [f for f in range(1, 11) if f not in self.dataset_folds],
             "mean": self.mean, "std": self.std,
@@ -112,13 +123,6 @@ class CrossValResult:
             "confusion": self.confusion.tolist(),
             "classes": list(self.per_class.index),
         }
-
-
-def display_name(model: str) -> str:
-    """Return the paper's spelling of a model name (``"m34res"`` -> ``"M34-res"``)."""
-    from us8k_lib.model import SPECS, parse_model_name
-
-    return SPECS[parse_model_name(model)].title
 
 
 def parse_folds(text: str | None) -> list[int] | None:
@@ -161,29 +165,46 @@ def fold_dir(out: Path, test_fold: int) -> Path:
 
 def crossval(config: TrainConfig | None = None, root: str | Path | None = None, folds: Sequence[int] | None = None,
              out: str | Path | None = None, *, cache_dir: str | Path | None = None, skip_bad: bool = False,
-             progress: bool = True, verbose: bool = True) -> CrossValResult:
+             progress: bool = True, verbose: bool = True, jobs: int = 1,
+             sources: Mapping[str, str] | None = None, show_recipe: bool = True) -> CrossValResult:
     """Cross-validate ``config.model`` over the official folds, choosing each fold's epoch on validation.
+
+    Before anything trains, every fold's run folder is checked (:func:`us8k_lib.runs.run_status`):
+    a finished fold of the same settings and dataset is skipped, an unfinished one resumed, one
+    with other settings started over, and one of **another dataset** stops the run with an error
+    naming both datasets (nothing is overwritten).
 
     Args:
         config: training settings shared by every fold (its ``test_fold``, ``val_fold`` and
             ``train_folds`` are set per fold); default ``TrainConfig()``.
         root: UrbanSound8K folder (or parent); default :func:`us8k_lib.paths.resolve_root`.
         folds: test folds to run (default: every fold the dataset has).
-        out: output folder (default ``runs/crossval-MODEL``).
+        out: output folder (default ``runs/crossval-MODEL-DATASET``, see
+            :func:`us8k_lib.runs.default_run_dir`).
         cache_dir: preprocessing cache folder; one cache serves every fold.
         skip_bad, progress, verbose: as for :func:`us8k_lib.train.fit`.
+        jobs: train this many folds side by side, each in its own process on this machine's
+            device (one GPU is shared by all; several GPUs are used in turn). Every fold is the
+            same run as in one process, so the numbers are the same (tested on a CPU).
+        sources, show_recipe: for the recipe line printed first (see :func:`us8k_lib.train.fit`).
 
     Returns:
         A :class:`CrossValResult` over the folds run (on every rank under torchrun).
 
-    Used by notebooks 6 and 7 and ``python -m us8k_lib crossval``.
+    Used by notebooks 6-8 and ``python -m us8k_lib crossval``.
     """
     from us8k_lib import distributed as dist
-    from us8k_lib.dataset import build_cache
+    from us8k_lib.dataset import build_cache, cache_key
     from us8k_lib.metadata import load_metadata
     from us8k_lib.paths import normalize_root, resolve_root
+    from us8k_lib.recipe import recipe_line
 
     config = config or TrainConfig()
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs > 1 and dist.world_size() > 1:
+        raise ValueError("jobs > 1 runs folds side by side in one command; under torchrun the ranks already do "
+                         "(use one or the other)")
     main = dist.is_main()
     fold_verbose = verbose  # every rank reports the folds it trains
     verbose = verbose and main
@@ -194,68 +215,134 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
     absent = [f for f in wanted if f not in dataset_folds]
     if absent:
         raise US8KError(f"{root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
-    out = Path(out) if out is not None else Path("runs") / f"crossval-{config.model}"
+    out = Path(out) if out is not None else default_run_dir("crossval", config.model, root)
     if verbose:
+        if show_recipe:
+            print(recipe_line(config, sources))
         if dataset_folds != list(range(1, 11)):
             print(f"This dataset has folds {dataset_folds}, not all ten official ones: "
                   f"cross-validating over the folds it has.")
+        side = f", {jobs} side by side" if jobs > 1 else ""
         print(f"Cross-validating {display_name(config.model)} over test folds {wanted} "
-              f"({dist.world_size()} rank(s)); runs in {out}")
+              f"({dist.world_size()} rank(s){side}); runs in {out}")
 
-    # One cache for every fold: build it once, on one rank, before anybody trains.
-    if main:
-        build_cache(root, metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
-    dist.barrier()
-    mine = wanted[dist.rank()::dist.world_size()]
-    rows = []
-    for test_fold in mine:
+    identity = dataset_identity(root, metadata, cache_key(root, metadata))
+    tasks = []
+    for test_fold in wanted:  # every fold checked first: a run of another dataset stops us before any work
         val_fold, train_folds = fold_roles(dataset_folds, test_fold)
         fold_config = dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold,
                                           train_folds=tuple(train_folds))
-        rows.append(_run_fold(fold_config, root, fold_dir(out, test_fold), cache_dir=cache_dir,
-                              skip_bad=skip_bad, progress=progress and dist.world_size() == 1,
-                              verbose=fold_verbose))
+        run = fold_dir(out, test_fold)
+        tasks.append((fold_config, run, run_status(run, fold_config.to_dict(), identity)))
+    # One cache for every fold: built once, on one rank, before anybody trains.
+    if main:
+        build_cache(root, metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+    dist.barrier()
+    kwargs = dict(cache_dir=cache_dir, skip_bad=skip_bad, verbose=fold_verbose, sources=sources)
+    mine = tasks[dist.rank()::dist.world_size()]
+    if jobs > 1:
+        _run_side_by_side(mine, jobs, root, kwargs)
+    else:
+        for fold_config, run, status in mine:
+            _run_fold(fold_config, root, run, status, progress=progress and dist.world_size() == 1, **kwargs)
+    rows = [_fold_row(run) for _, run, _ in mine]
     gathered = [r for part in dist.all_gather_objects(rows) for r in part]
-    result = _summarize(config.model, gathered, dataset_folds, out)
+    result = _summarize(config.model, gathered, dataset_folds, out, identity)
     if main:
         _write_summary(result, config)
     dist.barrier()
     return result
 
 
-def _run_fold(config: TrainConfig, root: Path, run: Path, **kwargs: Any) -> dict[str, Any]:
-    """Train one fold (or skip/resume it) and return its numbers from its run files."""
+def _run_fold(config: TrainConfig, root: Path, run: Path, status: str, **kwargs: Any) -> None:
+    """Train one fold, resume it, or skip it when it is finished (``status`` from run_status)."""
     tag = f"[test fold {config.test_fold}, validation fold {config.val_fold}]"
-    if _finished(run, config):
+    if status == "finished":
         if kwargs["verbose"]:
             print(f"{tag} already done in {run}: skipped")
-    else:
-        resume = _resumable(run, config)
-        if kwargs["verbose"]:
-            started_over = not resume and (run / CHECKPOINT_NAME).exists()
-            print(f"{tag} {'resuming' if resume else 'training'} in {run}"
-                  + (" (it held a run with other settings: starting over)" if started_over else ""))
-        fit(config, root=root, out=run, resume=resume, ddp=False, **kwargs)
-    return _fold_row(run)
+        return
+    if kwargs["verbose"]:
+        print(f"{tag} {'resuming' if status == 'resumable' else 'training'} in {run}"
+              + (" (it held a run with other settings: starting over)" if status == "other settings" else ""))
+    fit(config, root=root, out=run, resume=status == "resumable", ddp=False, show_recipe=False, **kwargs)
 
 
-def _resumable(run: Path, config: TrainConfig) -> bool:
-    """True if ``run`` holds an unfinished run of ``config`` (one with other settings is started over)."""
+class _Prefixed:
+    """A text stream that starts every line with a prefix (the fold a side-by-side job trains)."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self.stream, self.prefix, self.at_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self.at_start:
+                self.stream.write(self.prefix)
+            self.stream.write(piece)
+            self.at_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _job(tasks: list[tuple[TrainConfig, Path, str]], root: Path, kwargs: dict[str, Any], threads: int) -> None:
+    """One side-by-side job (a process of its own): train its folds one after the other."""
+    import sys
+
+    import torch
+
+    torch.set_num_threads(threads)
+    stdout = sys.stdout
+    for fold_config, run, status in tasks:
+        sys.stdout = _Prefixed(stdout, f"[fold {fold_config.test_fold}] ")
+        try:
+            _run_fold(fold_config, root, run, status, progress=False, **kwargs)
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+
+
+def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, root: Path,
+                      kwargs: dict[str, Any]) -> None:
+    """Run the folds in ``jobs`` processes at once (fold k goes to job k mod jobs) and wait for all.
+
+    Each job is a fresh process (``spawn``: CUDA cannot be forked), so it pays the import of torch
+    once. On a CPU the cores are shared out (torch threads per job); with several GPUs visible,
+    job j gets GPU j mod count, through ``CUDA_VISIBLE_DEVICES``.
+    """
+    import multiprocessing
+    import os
+
+    import torch
+
+    from us8k_lib.devices import choose_device
+
+    device = choose_device(tasks[0][0].device) if tasks else torch.device("cpu")
+    gpus = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 0
+    threads = max(1, torch.get_num_threads() // jobs) if device.type == "cpu" else torch.get_num_threads()
+    ctx = multiprocessing.get_context("spawn")
+    processes = []
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        saved = load_checkpoint(run / CHECKPOINT_NAME)["config"]
-    except CheckpointError:
-        return False
-    return all(saved.get(k) == v for k, v in config.to_dict().items() if k != "workers")
-
-
-def _finished(run: Path, config: TrainConfig) -> bool:
-    """True if ``run`` holds a finished run of exactly ``config`` (so a rerun can skip it)."""
-    try:
-        metrics = json.loads((run / METRICS_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return (metrics.get("epoch") == config.epochs and metrics.get("selected") is not None
-            and metrics.get("config") == config.to_dict())
+        for j in range(min(jobs, len(tasks))):
+            if gpus > 1:  # read by the child when it starts (the parent's own CUDA is unaffected)
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(j % gpus)
+            p = ctx.Process(target=_job, args=(tasks[j::jobs], root, kwargs, threads), name=f"us8k-fold-job-{j}")
+            p.start()
+            processes.append(p)
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    failed = []
+    for p in processes:
+        p.join()
+        if p.exitcode != 0:
+            failed.append(f"{p.name} (exit code {p.exitcode})")
+    if failed:
+        raise US8KError(f"side-by-side fold job(s) failed: {', '.join(failed)}; their errors are printed above. "
+                        "Run the same command again: finished folds are skipped, interrupted ones resumed")
 
 
 def _fold_row(run: Path) -> dict[str, Any]:
@@ -275,7 +362,8 @@ def _fold_row(run: Path) -> dict[str, Any]:
     }
 
 
-def _summarize(model: str, rows: list[dict[str, Any]], dataset_folds: list[int], out: Path) -> CrossValResult:
+def _summarize(model: str, rows: list[dict[str, Any]], dataset_folds: list[int], out: Path,
+               dataset: DatasetIdentity | None = None) -> CrossValResult:
     rows = sorted(rows, key=lambda r: r["test_fold"])
     classes = rows[0]["classes"] if rows else list(CLASSES)
     folds = pd.DataFrame([{k: r[k] for k in FOLD_COLUMNS} for r in rows], columns=FOLD_COLUMNS)
@@ -287,7 +375,7 @@ def _summarize(model: str, rows: list[dict[str, Any]], dataset_folds: list[int],
     for r in rows:
         confusion += np.asarray(r["confusion"], dtype=np.int64)
     return CrossValResult(model=model, folds=folds, per_class=per_class, per_class_by_fold=per_fold,
-                          confusion=confusion, dataset_folds=dataset_folds, out=out)
+                          confusion=confusion, dataset_folds=dataset_folds, out=out, dataset=dataset)
 
 
 def _write_summary(result: CrossValResult, config: TrainConfig) -> None:
@@ -320,27 +408,91 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if hasattr(v, "item") else _none_if_nan(v)) for k, v in row.items()}
 
 
+def comparison_table(results: Sequence[CrossValResult]) -> pd.DataFrame:
+    """Return the models of ``results`` side by side over their common test folds.
+
+    One row per test fold (index ``test_fold``), then ``mean`` and ``std`` rows; for each model
+    the columns ``MODEL acc`` (test accuracy at the epoch its validation fold selected) and
+    ``MODEL epoch`` (that epoch); with two models also ``difference`` (the second minus the
+    first, fold by fold: a paired comparison, since both saw the same clips). Used by notebook 8
+    and ``crossval --model a,b``.
+    """
+    if len(results) < 2:
+        raise ValueError("comparison_table needs at least two cross-validation results")
+    common = sorted(set.intersection(*(set(r.folds["test_fold"]) for r in results)))
+    table = pd.DataFrame(index=pd.Index(common, name="test_fold"))
+    for r in results:
+        f = r.folds.set_index("test_fold").loc[common]
+        table[f"{display_name(r.model)} acc"] = f["test_acc"].astype(float)
+        table[f"{display_name(r.model)} epoch"] = f["selected_epoch"].astype(float)
+    if len(results) == 2:
+        a, b = (f"{display_name(r.model)} acc" for r in results)
+        table["difference"] = table[b] - table[a]
+    spread = table.std(ddof=1) if len(table) > 1 else table.mean() * 0
+    stats = pd.DataFrame([table.mean(), spread], index=pd.Index(["mean", "std"], name="test_fold"))
+    return pd.concat([table.astype(object), stats.astype(object)])
+
+
+def _write_comparison(path: Path, table: pd.DataFrame) -> None:
+    csv = table.to_csv(float_format="%.6g")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: f.write(csv), mode="w")
+
+
 def crossval_command(args: argparse.Namespace) -> int:
-    """``python -m us8k_lib crossval``: cross-validate, write the summary, print the result line last."""
+    """``python -m us8k_lib crossval``: cross-validate, write the summary, print the result line last.
+
+    ``--model a,b`` cross-validates each model in turn over the same folds (each in its own
+    folder, as if run alone), then prints and writes a comparison table, and ends with one result
+    line per model.
+    """
     from us8k_lib import distributed as dist
     from us8k_lib.devices import choose_device
-    from us8k_lib.train import config_overrides
+    from us8k_lib.model import parse_model_name
+    from us8k_lib.paths import choose_root, dataset_name
+    from us8k_lib.recipe import config_from_args, recipe_line
 
-    config = TrainConfig(**config_overrides(args))
+    models = [parse_model_name(m) for m in (args.model or "m5").split(",") if m.strip()]
+    if len(set(models)) != len(models):
+        raise ValueError(f"--model {args.model!r}: a model is listed twice")
     folds = parse_folds(args.folds)
-    with dist.process_group(choose_device(config.device)):
+    root, where = choose_root(args.root)
+    results = []
+    with dist.process_group(choose_device("auto" if args.device is None else args.device)):
         main = dist.is_main()
-        result = crossval(config, root=args.root, folds=folds, out=args.out, skip_bad=args.skip_bad)
+        for model in models:
+            args.model = model
+            config, sources, note = config_from_args(args, root)
+            if main:
+                print(f"{recipe_line(config, sources)}; {note}")
+                if model == models[0]:
+                    print(where)
+            out = args.out
+            if out is not None and len(models) > 1:
+                out = Path(out) / model
+            results.append(crossval(config, root=root, folds=folds, out=out, skip_bad=args.skip_bad, jobs=args.jobs,
+                                    sources=sources, show_recipe=False))
     if not main:
         return 0
-    table = result.folds[["test_fold", "val_fold", "selected_epoch", "test_acc", "test_acc_last",
-                          "best_test_epoch", "best_test_acc"]]
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"last epoch instead of the selected one: {result.mean_last:.3f}; "
-          f"best epoch picked on the test fold (optimistic, not a result): {result.mean_best_on_test:.3f}")
-    missing = [f for f in range(1, 11) if f not in result.dataset_folds]
+    for result in results:
+        table = result.folds[["test_fold", "val_fold", "selected_epoch", "test_acc", "test_acc_last",
+                              "best_test_epoch", "best_test_acc"]]
+        print(f"{display_name(result.model)}:")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"last epoch instead of the selected one: {result.mean_last:.3f}; "
+              f"best epoch picked on the test fold (optimistic, not a result): {result.mean_best_on_test:.3f}")
+        print(f"summary: {result.out / SUMMARY_JSON}, {result.out / SUMMARY_CSV}, {result.out / CONFUSION_CSV}")
+    missing = [f for f in range(1, 11) if f not in results[0].dataset_folds]
     if missing:
         print(f"note: the dataset has no fold(s) {missing}, so this is not the official 10-fold protocol")
-    print(f"summary: {result.out / SUMMARY_JSON}, {result.out / SUMMARY_CSV}, {result.out / CONFUSION_CSV}")
-    print(result.summary_line())
+    if len(results) > 1:
+        table = comparison_table(results)
+        path = (Path(args.out) if args.out is not None else Path("runs")
+                / f"compare-{'-'.join(models)}-{dataset_name(root)}") / COMPARISON_CSV
+        _write_comparison(path, table)
+        print("side by side (test accuracy at the epoch each validation fold selected):")
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        print(f"comparison: {path}")
+    for result in results:
+        print(result.summary_line())
     return 0

@@ -15,8 +15,9 @@ Cache layout (``<cache_dir>/<key>/``)::
     COMPLETE        written last: the sha256 of index.json (a cache without it was never finished)
 
 The key hashes the dataset folder, the sorted file list with each file's size and mtime_ns, and the
-formatting parameters (sample rate, length, :data:`FORMAT_VERSION`), so a changed clip or a changed
-recipe gets a new cache; the cache it supersedes (same clips and parameters) is then removed, so
+formatting parameters (sample rate, length, :data:`FORMAT_VERSION`, the resampling filter and the
+versions of the decoding and resampling libraries), so a changed clip or a changed recipe gets a
+new cache; the cache it supersedes (same clips and parameters) is then removed, so
 stale 1.1 GB copies do not pile up. A cache is built in a uniquely named temporary folder beside
 its final place and renamed into place when finished; a partial or damaged one is reported and
 rebuilt.
@@ -29,7 +30,6 @@ import hashlib
 import json
 import mmap
 import os
-import random
 import shutil
 import sys
 import time
@@ -44,13 +44,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from tqdm.auto import tqdm
 
 from us8k_lib import audio
 from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.errors import AudioError, CacheError
-from us8k_lib.paths import clip_path, normalize_root, project_data_dir
+from us8k_lib.paths import check_free_space, clip_path, normalize_root, project_data_dir
 
 #: Bump when format_clip's output changes for the same input and parameters (invalidates caches).
 FORMAT_VERSION = 2  # 2: phase-expanded resampler (same filter, float rounding differs)
@@ -95,19 +95,34 @@ def _clip_list(df: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values(["fold", "slice_file_name"], kind="stable").reset_index(drop=True)
 
 
+def formatting_recipe() -> dict[str, Any]:
+    """Return what, besides the clips, decides the formatted waveforms: :data:`FORMAT_VERSION`, the
+    resampling filter's parameters (``audio.RESAMPLING``) and the versions of torchaudio (which
+    computes the filter), soundfile and libsndfile (which decode). A change to any of them gives
+    a new cache key (:func:`cache_key`), so a cache never outlives the code that made it.
+    """
+    import soundfile
+
+    return {"format_version": FORMAT_VERSION, "resampling": dict(audio.RESAMPLING),
+            "torchaudio": audio.torchaudio.__version__, "soundfile": soundfile.__version__,
+            "libsndfile": soundfile.__libsndfile_version__}
+
+
 def cache_key(root: str | Path, df: pd.DataFrame, *, sr: int = audio.TARGET_SR,
               length: int = audio.TARGET_LENGTH) -> str:
     """Return the hex key of the cache for these clips and formatting parameters.
 
     It hashes the resolved dataset folder, every clip's fold, name, size and mtime_ns (a missing
-    file counts as size -1, so it cannot match a cache built while it existed) and
-    ``sr``, ``length``, :data:`FORMAT_VERSION`. Used by notebook 3.
+    file counts as size -1, so it cannot match a cache built while it existed), ``sr``,
+    ``length``, and :func:`formatting_recipe`: :data:`FORMAT_VERSION`, the resampling filter
+    (``audio.RESAMPLING``) and the versions of the libraries that decode and resample. Used by
+    notebook 3.
     """
     root = Path(root).resolve()
     rows = _clip_list(df)
     h = hashlib.sha256()
     h.update(json.dumps({"format_version": FORMAT_VERSION, "sr": int(sr), "length": int(length),
-                         "dtype": _DTYPE.str, "root": str(root)}, sort_keys=True).encode())
+                         "dtype": _DTYPE.str, "root": str(root), **formatting_recipe()}, sort_keys=True).encode())
     for fold, name in zip(rows["fold"].tolist(), rows["slice_file_name"].tolist()):
         try:
             st = os.stat(clip_path(root, fold, name))
@@ -453,7 +468,8 @@ def _build(folder: Path, key: str, root: Path, rows: pd.DataFrame, sr: int, leng
             os.fsync(f.fileno())
         seconds = time.perf_counter() - t0
         index = {
-            "format_version": FORMAT_VERSION, "key": key, "sr": sr, "length": length, "dtype": _DTYPE.str,
+            "format_version": FORMAT_VERSION, "recipe": formatting_recipe(), "key": key, "sr": sr,
+            "length": length, "dtype": _DTYPE.str,
             "shape": [n, length], "root": str(root), "array_bytes": array_path.stat().st_size,
             "array_sha256": _file_sha256(array_path), "build_seconds": round(seconds, 3),
             "rows": {c: rows[c].tolist() for c in rows.columns}, "skipped": skipped,
@@ -530,6 +546,8 @@ def build_cache(root: str | Path, df: pd.DataFrame, *, cache_dir: str | Path | N
         cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(cache_dir)
         workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
+        check_free_space(cache_dir, [("the formatted cache", len(rows) * length * _DTYPE.itemsize)],
+                         remedy="point the data folder at a larger disk (US8K_DATA_DIR) or pass cache_dir")
         if progress:
             print(f"Formatting {len(rows)} clips once (decode, mono, {sr} Hz, {length} samples) into "
                   f"{folder} ({len(rows) * length * _DTYPE.itemsize / 1e9:.2f} GB), {workers} workers.")
@@ -657,40 +675,16 @@ class US8KDataset(Dataset):
         self.cache.read_rows(self._rows[idx], out=x)
         return ClipBatch(x, torch.from_numpy(self._labels[idx]))
 
+    @property
+    def rows(self) -> np.ndarray:
+        """The cache row of every item, in item order (int64); what the device-resident batches index."""
+        return self._rows
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The class ID of every item, in item order (int64)."""
+        return self._labels
+
     def __repr__(self) -> str:
         return (f"US8KDataset({len(self)} clips, folds {self.folds}, root={str(self.root)!r}, "
                 f"cache={str(self.cache.path)!r})")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading batches for training and evaluation
-
-
-def _collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(batch, tuple):  # already stacked by _PermutedLabels.__getitems__
-        return batch
-    return collate_clips(batch)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Each worker's torch seed comes from the loader's generator; numpy and random follow it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
-                workers: int | None = None, generator: torch.Generator | None = None,
-                sampler: Any = None) -> DataLoader:
-    """Return a DataLoader suited to ``device``: pinned memory on CUDA, seeded shuffling.
-
-    ``sampler`` (e.g. a ``DistributedSampler`` under torchrun) replaces ``shuffle``. Used by
-    notebook 5 and every training run.
-    """
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, sampler=sampler,
-        num_workers=workers, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
-        pin_memory=device.type == "cuda", collate_fn=_collate,
-    )

@@ -3,6 +3,9 @@
 ``python -m us8k_lib download`` streams ``UrbanSound8K.tar.gz`` (6 GB, Zenodo record 1203745)
 into ``<root>/UrbanSound8K.tar.gz.part``. A dropped connection is resumed with an HTTP ``Range``
 request, both within one run (a few retries) and across runs (the ``.part`` file is kept).
+The free disk space is checked before the first byte is written and again before extracting
+(the archive, the extracted clips and the first training run's cache all need room: about 14 GB
+for the official archive); a full disk is refused with the numbers, not found out halfway.
 The size and md5 are checked before anything is extracted; a file that fails the check is deleted.
 Extraction refuses absolute paths, ``..``, links and device files, writes into a hidden temporary
 folder beside the target and renames it into place, so a half-extracted dataset never looks
@@ -27,12 +30,13 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
 from us8k_lib.errors import DownloadError, UnsafeArchiveError, US8KError
-from us8k_lib.paths import DATASET_DIRNAME, METADATA_RELPATH, project_data_dir
+from us8k_lib.paths import DATASET_DIRNAME, METADATA_RELPATH, check_free_space, existing_ancestor, project_data_dir
 
 #: The official archive (Zenodo record 1203745).
 DEFAULT_URL = "https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz"
@@ -46,6 +50,49 @@ TIMEOUT = 60.0
 CHUNK = 1 << 20
 #: Prefix of the temporary extraction folder (hidden, beside the target).
 EXTRACT_PREFIX = f".{DATASET_DIRNAME}.extracting-"
+#: What extracting an archive other than the official one is assumed to take, per byte of archive
+#: (WAV audio barely compresses: the official 6 GB archive holds 7.1 GB of clips).
+EXTRACT_RATIO = 1.25
+#: The formatted cache of the whole dataset (8 732 clips x 32 000 float32 samples), which the first
+#: training run writes into the data folder.
+CACHE_BYTES = 8732 * 32000 * 4
+
+
+def official_extracted_bytes() -> int:
+    """Return the size of the official archive's contents: its 8 732 clips (from the shipped
+    checksums) plus the metadata, about 7.1 GB."""
+    import csv
+
+    from us8k_lib.metadata import reference_metadata_path
+
+    checksums = Path(__file__).resolve().parent / "data" / "UrbanSound8K-checksums.csv"
+    with open(checksums, newline="") as f:
+        clips = sum(int(row["size"]) for row in csv.DictReader(f))
+    return clips + reference_metadata_path().stat().st_size
+
+
+def _same_disk(a: Path, b: Path) -> bool:
+    try:
+        return existing_ancestor(a).stat().st_dev == existing_ancestor(b).stat().st_dev
+    except OSError:
+        return True
+
+
+def _space_needs(root: Path, md5: str, archive_bytes: int | None, download_bytes: int) -> list[tuple[str, int]]:
+    """What ``download`` will write into ``root``'s disk from here on: the rest of the archive, the
+    extracted dataset (the archive is deleted only after it), and the formatted cache if the data
+    folder is on the same disk."""
+    from us8k_lib.dataset import default_cache_dir
+
+    needs = [("the rest of the archive", download_bytes)] if download_bytes else []
+    if md5 == DEFAULT_MD5:
+        needs.append(("the extracted dataset", official_extracted_bytes()))
+    elif archive_bytes is not None:
+        needs.append((f"the extracted dataset (estimated as {EXTRACT_RATIO:g} x the archive)",
+                      int(EXTRACT_RATIO * archive_bytes)))
+    if _same_disk(root, default_cache_dir()):
+        needs.append(("the formatted cache the first training run writes", CACHE_BYTES))
+    return needs
 
 
 def _resolve(url: str | None, md5: str | None) -> tuple[str, str]:
@@ -92,8 +139,12 @@ class _Interrupted(Exception):
     """One attempt ended early (dropped connection, stall, short body); the .part file is kept."""
 
 
-def _attempt(url: str, part: Path, *, progress: bool, timeout: float) -> int | None:
+def _attempt(url: str, part: Path, *, progress: bool, timeout: float,
+             before_writing: Callable[[int | None, int], None] | None = None) -> int | None:
     """Fetch the rest of ``url`` into ``part`` once, checking the size the server announced.
+
+    ``before_writing(total, remaining)`` is called once the server has said how big the archive
+    is and before the first byte is written (the free-space check).
 
     Returns:
         The archive's total size in bytes, or None if the server did not say.
@@ -142,6 +193,8 @@ def _attempt(url: str, part: Path, *, progress: bool, timeout: float) -> int | N
         else:
             raise DownloadError(f"{url}: unexpected HTTP status {status}")
 
+        if before_writing is not None:
+            before_writing(total, (total - have) if total is not None else 0)
         got = have
         # read1 returns what has arrived, so bytes received before a stall are kept for resuming.
         read = getattr(resp, "read1", resp.read)
@@ -169,7 +222,8 @@ def _attempt(url: str, part: Path, *, progress: bool, timeout: float) -> int | N
     return total
 
 
-def fetch(url: str, part: str | Path, *, retries: int = 3, progress: bool = True, timeout: float = TIMEOUT) -> Path:
+def fetch(url: str, part: str | Path, *, retries: int = 3, progress: bool = True, timeout: float = TIMEOUT,
+          before_writing: Callable[[int | None, int], None] | None = None) -> Path:
     """Download ``url`` into ``part``, resuming what is already there; return ``part``.
 
     Args:
@@ -178,6 +232,8 @@ def fetch(url: str, part: str | Path, *, retries: int = 3, progress: bool = True
         retries: how many times a dropped or stalled connection is resumed within this call.
         progress: show a tqdm bar.
         timeout: seconds a connect or a read may stall.
+        before_writing: called with (archive size or None, bytes still to fetch) before any byte
+            is written (``download`` checks the free disk space there).
 
     Raises:
         DownloadError: retries exhausted (the partial file is kept so the next run resumes) or
@@ -187,7 +243,8 @@ def fetch(url: str, part: str | Path, *, retries: int = 3, progress: bool = True
     last = ""
     for attempt in range(retries + 1):
         try:
-            _attempt(url, part, progress=progress, timeout=timeout)  # checks the size it announced
+            _attempt(url, part, progress=progress, timeout=timeout,  # checks the size it announced
+                     before_writing=before_writing)
         except _Interrupted as exc:
             last = str(exc)
             if attempt < retries:
@@ -330,6 +387,9 @@ def download_dataset(
     Raises:
         DownloadError: network failure (partial file kept for resuming), size or md5 mismatch (bad
             file removed), corrupt archive, or an incomplete dataset folder in the way.
+        DiskSpaceError: the disk of ``root`` has no room for the archive, the extracted dataset
+            and the first cache (checked before the first byte is written, and again before
+            extracting; the message gives the sizes and the free space).
         UnsafeArchiveError: the archive tries to write outside the target or holds links/devices.
             An archive this call downloaded that cannot be extracted (unsafe or corrupt) is
             removed; nothing is left in ``root`` but what was there before.
@@ -366,7 +426,11 @@ def download_dataset(
     else:
         if part.exists():
             print(f"{part}: resuming the download from byte {part.stat().st_size}")
-        fetch(url, part, retries=retries, progress=progress, timeout=timeout)
+
+        def room_for_everything(total: int | None, remaining: int) -> None:
+            check_free_space(root, _space_needs(root, md5, total, remaining))
+
+        fetch(url, part, retries=retries, progress=progress, timeout=timeout, before_writing=room_for_everything)
         got = file_md5(part, progress=progress)
         if got != md5:
             part.unlink()
@@ -380,6 +444,7 @@ def download_dataset(
         # Left by an extraction that was killed (up to 6 GB); never a complete dataset.
         print(f"{stale}: removing an interrupted extraction")
         shutil.rmtree(stale, ignore_errors=True)
+    check_free_space(root, _space_needs(root, md5, archive.stat().st_size, 0))  # the archive is kept if not
     try:
         extracted = extract_dataset(archive, root, progress=progress)
     except (UnsafeArchiveError, DownloadError) as exc:

@@ -65,3 +65,12 @@ class CheckpointError(US8KError):
 
 class TorchaudioLoadError(US8KError, ImportError):
     """torchaudio is missing or does not load beside the installed torch (the message says how to repair)."""
+
+
+class RunMismatchError(CheckpointError):
+    """A run folder holds a run on another dataset: resuming or skipping it would report that
+    dataset's numbers as this one's (the message names both datasets)."""
+
+
+class DiskSpaceError(US8KError):
+    """Not enough free disk space for what was asked (the message names the folder and the sizes)."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
-from us8k_lib.dataset import make_loader
+from us8k_lib.batches import DeviceBatches, make_loader
 from us8k_lib.devices import autocast
 from us8k_lib.distributed import all_gather_objects, shard
 from us8k_lib.distributed import is_active as dist_is_active
@@ -64,7 +64,7 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
              batch_size: int = 64, amp: bool = False, progress: bool = False,
-             classes: Sequence[str] = CLASSES, distributed: bool = False) -> EvalResult:
+             classes: Sequence[str] = CLASSES, distributed: bool = False, data_path: str = "loader") -> EvalResult:
     """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
 
     Args:
@@ -79,6 +79,9 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
             ranks exchange their predictions, so every rank returns the same result over all
             clips, each counted exactly once (needs a dataset, not a DataLoader).
         classes: class names, index = classID.
+        data_path: ``"loader"`` (a DataLoader over the dataset) or ``"device"`` (batches gathered
+            from a copy of its cache in device memory, :class:`us8k_lib.batches.DeviceBatches`):
+            the same batches, so the same result.
 
     Returns:
         An :class:`EvalResult`. Used by notebook 5.
@@ -95,8 +98,11 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
     device = torch.device(device) if device is not None else next(model.parameters()).device
     mine = shard(len(dataset)) if distributed else range(len(dataset))
     if not isinstance(data, DataLoader):
-        part = dataset if len(mine) == len(dataset) else Subset(dataset, list(mine))
-        loader = make_loader(part, batch_size, shuffle=False, device=device, workers=0)
+        if data_path == "device":
+            loader = DeviceBatches(dataset, batch_size, device=device, indices=mine)
+        else:
+            part = dataset if len(mine) == len(dataset) else Subset(dataset, list(mine))
+            loader = make_loader(part, batch_size, device=device, workers=0)
     model.eval()
     losses, preds, probs, trues = [], [], [], []
     for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):

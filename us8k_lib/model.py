@@ -105,6 +105,14 @@ def parse_model_name(name: str) -> str:
     return key
 
 
+def display_name(model: str) -> str:
+    """Return the paper's spelling of a model name (``"m34res"`` -> ``"M34-res"``).
+
+    Used by notebooks 4, 6 and 8 and every command's log.
+    """
+    return SPECS[parse_model_name(model)].title
+
+
 @dataclass
 class ModelConfig:
     """Which network to build, and how wide.

@@ -15,10 +15,11 @@ to be called ``sample`` is reached as ``./sample``.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from us8k_lib.errors import DatasetNotFoundError
+from us8k_lib.errors import DatasetNotFoundError, DiskSpaceError
 
 if TYPE_CHECKING:  # pandas is only needed (and imported) by sample_credits
     import pandas as pd
@@ -102,6 +103,29 @@ def clip_path(root: str | Path, fold: int, slice_file_name: str) -> Path:
     return Path(root) / "audio" / f"fold{int(fold)}" / slice_file_name
 
 
+def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
+    """Decide which UrbanSound8K folder to use; return it and a sentence saying which and why.
+
+    See :func:`resolve_root` (which prints the sentence). Used by the ``train`` and ``crossval``
+    commands, which print their recipe first.
+    """
+    if root is not None:
+        found, why = normalize_root(root), "the folder you passed"
+    elif os.environ.get("US8K_ROOT"):
+        found, why = normalize_root(os.environ["US8K_ROOT"]), "US8K_ROOT"
+    elif (project_data_dir() / DATASET_DIRNAME / METADATA_RELPATH).is_file():
+        found, why = (project_data_dir() / DATASET_DIRNAME).resolve(), "the downloaded dataset in the data folder"
+    else:
+        from us8k_lib.mini import make_mini  # late import: synthesis is only needed here
+
+        found = make_mini(project_data_dir() / "mini", seed=MINI_SEED)
+        return found, ("Using the generated mini dataset (no real UrbanSound8K found). For the real data: "
+                       "python -m us8k_lib download, or set US8K_ROOT.")
+    if found == sample_root():
+        return found, f"Using the bundled real sample of UrbanSound8K (20 real clips, 2 per class), from {why}."
+    return found, f"Using UrbanSound8K from {why}."
+
+
 def resolve_root(root: str | Path | None = None, *, verbose: bool = True) -> Path:
     """Decide which UrbanSound8K folder to use and return it.
 
@@ -114,26 +138,9 @@ def resolve_root(root: str | Path | None = None, *, verbose: bool = True) -> Pat
         The ``UrbanSound8K`` folder (holding ``metadata/`` and ``audio/``). The mini dataset is
         generated on first use. Used by every notebook and command.
     """
-    if root is not None:
-        found, why = normalize_root(root), "the folder you passed"
-    elif os.environ.get("US8K_ROOT"):
-        found, why = normalize_root(os.environ["US8K_ROOT"]), "US8K_ROOT"
-    elif (project_data_dir() / DATASET_DIRNAME / METADATA_RELPATH).is_file():
-        found, why = (project_data_dir() / DATASET_DIRNAME).resolve(), "the downloaded dataset in the data folder"
-    else:
-        from us8k_lib.mini import make_mini  # late import: synthesis is only needed here
-
-        mini_parent = project_data_dir() / "mini"
-        found = make_mini(mini_parent, seed=MINI_SEED)
-        why = "the generated mini dataset (no real UrbanSound8K found)"
-        if verbose:
-            print(f"Using {why}. For the real data: python -m us8k_lib download, or set US8K_ROOT.")
-        return found
+    found, message = choose_root(root)
     if verbose:
-        if found == sample_root():
-            print(f"Using the bundled real sample of UrbanSound8K (20 real clips, 2 per class), from {why}.")
-        else:
-            print(f"Using UrbanSound8K from {why}.")
+        print(message)
     return found
 
 
@@ -157,6 +164,27 @@ def describe_dataset(root: str | Path) -> str:
     return "UrbanSound8K (real recordings)"
 
 
+def dataset_name(root: str | Path) -> str:
+    """Return a short name for a dataset folder, for naming run folders after it.
+
+    ``"sample"`` for the bundled real sample; ``"mini"`` for the default generated mini dataset,
+    ``"mini-tiny"``, ``"mini-medium-seed3"`` ... for other sizes and seeds; otherwise the folder's
+    own name (``"UrbanSound8K"`` for the download). Two datasets can share a name (two copies of
+    the real data): a run folder also records its dataset's identity, which is what resuming and
+    skipping check (:mod:`us8k_lib.runs`). Used by notebooks 6-8 and the ``train`` and
+    ``crossval`` commands.
+    """
+    if is_sample(root):
+        return SAMPLE
+    if is_mini(root):
+        from us8k_lib.mini import read_marker  # late import: mini pulls in the synthesizer
+
+        marker = read_marker(root) or {}
+        size, seed = marker.get("size", "mini"), marker.get("seed", str(MINI_SEED))
+        return "mini" + ("" if size == "mini" else f"-{size}") + ("" if seed == str(MINI_SEED) else f"-seed{seed}")
+    return Path(root).resolve().name
+
+
 def sample_credits() -> pd.DataFrame:
     """Return who recorded each clip of the bundled real sample, one row per clip.
 
@@ -167,3 +195,34 @@ def sample_credits() -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(_SAMPLE_DIR / "CREDITS.csv", dtype={"fold": "int64", "fsID": "int64"}, keep_default_na=False)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def existing_ancestor(path: Path) -> Path:
+    """Return ``path`` or its nearest ancestor that exists (whose disk a new file there would go on)."""
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_free_space(folder: str | Path, needs: list[tuple[str, int]], *,
+                     remedy: str = "use a folder on a larger disk (--root DIR)") -> None:
+    """Raise unless the filesystem of ``folder`` has room for every ``(what, bytes)`` of ``needs``.
+
+    Raises:
+        DiskSpaceError: naming the folder, what is needed (and for what) and what is free.
+
+    Used by ``download`` (before the first byte and before extracting) and by the cache build
+    (:func:`us8k_lib.dataset.build_cache`).
+    """
+    folder = Path(folder)
+    free = shutil.disk_usage(existing_ancestor(folder)).free
+    total = sum(n for _, n in needs)
+    if total > free:
+        parts = ", ".join(f"{what} {_gb(n)}" for what, n in needs)
+        raise DiskSpaceError(f"{folder}: not enough free disk space: needs {_gb(total)} ({parts}), "
+                             f"{_gb(free)} free; free some space, or {remedy}")

@@ -1,9 +1,14 @@
-"""Classify sound files with a trained model: ``python -m us8k_lib predict CHECKPOINT PATH...``.
+"""Classify sound files with a trained model: ``python -m us8k_lib predict RUN PATH...``.
 
 A sound to classify may come in any container libsndfile reads (WAV in every UrbanSound8K variant,
-FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...); :func:`load_sound` decodes it and formats it exactly like
-the training clips (mono, 8 kHz, 4 s: ``us8k_lib.audio``). A file that cannot be used is reported
-with what is wrong with it, and the other files are still classified.
+FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...); :func:`load_sound` decodes it and formats it like the
+training clips (mono, 8 kHz: ``us8k_lib.audio``). The model hears 4 s at a time, so a longer
+recording is cut into 4 s windows every :data:`HOP_SECONDS` s (the last one padded with silence,
+as the training clips are), each window is classified, and the class probabilities are averaged
+over the windows; a window that is silent for the model is left out of the average, and a file
+whose every window is silent is reported as silent. The window scores are kept
+(:class:`Prediction`, ``--json``). A file that cannot be used is reported with what is wrong with
+it, and the other files are still classified.
 
 Used by notebook 5 (through :mod:`us8k_lib.real_sounds`) and by the ``predict`` command.
 """
@@ -37,9 +42,12 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset({
 #: Shortest sound classified (s). UrbanSound8K's shortest clips are 0.0545 s long (the metadata's
 #: end - start), so the model never saw less; 0.05 s is 400 samples at 8 kHz.
 MIN_SECONDS = 0.05
-#: A sound whose absolute peak is below this (-80 dBFS) is silent: nothing to classify
-#: (the same threshold as ``validate``).
+#: A window whose absolute peak, as the model hears it, is below this (-80 dBFS) is silent:
+#: nothing to classify (the same threshold as ``validate``).
 SILENCE_PEAK = 1e-4
+#: Seconds between the starts of two windows of a sound longer than the model's input (half a
+#: window: every moment of the sound is heard in two windows, once near the middle).
+HOP_SECONDS = 2.0
 
 _CHANNELS = {1: "mono", 2: "stereo"}
 
@@ -53,8 +61,13 @@ class Sound:
         samples: float32 ``(frames, channels)``, as decoded (see :func:`us8k_lib.audio.read_wav`).
         sr: its sample rate (Hz).
         description: its format in words, e.g. "PCM 24-bit stereo 96 kHz" or "FLAC 16-bit mono 44.1 kHz".
-        model_input: float32 ``(length,)``: mono, resampled to the model's rate, padded or cut
-            to its length (the first 4 s of a longer sound).
+        resampled: float32 ``(n,)``: the whole sound, mono, at the model's rate.
+        windows: float32 ``(n_windows, length)``: the model inputs, windows of ``resampled``
+            every :data:`HOP_SECONDS` s, the last one (or a sound shorter than one window)
+            padded with zeros at the end, as the training clips are.
+        starts: each window's start in samples of ``resampled``.
+        silent: per window, True where the model would hear silence (peak below
+            :data:`SILENCE_PEAK`): such windows are not classified.
         model_sr: the model's sample rate (Hz).
     """
 
@@ -62,13 +75,46 @@ class Sound:
     samples: np.ndarray
     sr: int
     description: str
-    model_input: np.ndarray
+    resampled: np.ndarray
+    windows: np.ndarray
+    starts: np.ndarray
+    silent: np.ndarray
     model_sr: int
 
     @property
     def duration(self) -> float:
         """Length of the decoded sound in seconds."""
         return self.samples.shape[0] / self.sr
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """The first window the model hears (for a sound of up to 4 s, the whole model input)."""
+        heard = np.flatnonzero(~self.silent)
+        return self.windows[heard[0] if len(heard) else 0]
+
+    def what_was_classified(self) -> str:
+        """Say in words what the model heard, e.g. ``30.0 s, 14 windows of 4 s (hop 2 s), 4 silent left out``."""
+        length = self.windows.shape[1] / self.model_sr
+        n, quiet = len(self.windows), int(self.silent.sum())
+        if n == 1:
+            text = f"{self.duration:.1f} s, 1 window" + (f" (padded with silence to {length:g} s)"
+                                                        if self.duration < length else f" of {length:g} s")
+        else:
+            text = f"{self.duration:.1f} s, {n} windows of {length:g} s (hop {HOP_SECONDS:g} s)"
+        return text + (f", {quiet} silent left out" if quiet else "")
+
+
+def cut_windows(x: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(windows [n, length], starts)``: windows of ``x`` every ``hop`` samples, enough to
+    cover all of it; the last one (or ``x`` itself, when shorter than one) zero-padded at the end.
+    Used by :func:`load_sound`."""
+    n = 1 if len(x) <= length else -(-(len(x) - length) // hop) + 1
+    starts = np.arange(n, dtype=np.int64) * hop
+    windows = np.zeros((n, length), dtype=np.float32)
+    for i, start in enumerate(starts):
+        piece = x[start : start + length]
+        windows[i, : len(piece)] = piece
+    return windows, starts
 
 
 def _is_wav(path: Path) -> bool:
@@ -108,18 +154,20 @@ def _read_other(path: Path) -> tuple[np.ndarray, int, str]:
 
 
 def load_sound(path: str | Path, *, sr: int = audio.TARGET_SR, length: int = audio.TARGET_LENGTH) -> Sound:
-    """Decode a sound file of any container libsndfile reads and format it for the model.
+    """Decode a sound file of any container libsndfile reads and cut it into the model's windows.
 
-    WAV files go through :func:`us8k_lib.audio.read_wav` (every UrbanSound8K variant); the model
-    input is then computed as in training (:func:`us8k_lib.audio.format_clip`: mono, anti-aliased
-    resampling to ``sr``, padded or cut to ``length``).
+    WAV files go through :func:`us8k_lib.audio.read_wav` (every UrbanSound8K variant); the sound is
+    then formatted as in training (mono, anti-aliased resampling to ``sr``) and cut into windows
+    of ``length`` samples every :data:`HOP_SECONDS` s (:func:`cut_windows`). A sound of up to
+    ``length`` samples gives one window, exactly :func:`us8k_lib.audio.format_clip`'s output.
 
     Returns:
         A :class:`Sound`. Used by notebook 5 and ``predict``.
 
     Raises:
         AudioError: naming the file and what is wrong: missing, empty, corrupt, a container or
-            codec libsndfile cannot decode, shorter than :data:`MIN_SECONDS`, or silent.
+            codec libsndfile cannot decode, shorter than :data:`MIN_SECONDS`, or silent in every
+            window the model would hear.
     """
     path = Path(path)
     if _is_wav(path):
@@ -131,82 +179,163 @@ def load_sound(path: str | Path, *, sr: int = audio.TARGET_SR, length: int = aud
     if seconds < MIN_SECONDS:
         raise AudioError(path, f"too short: {seconds * 1000:.1f} ms of sound; the model needs at least "
                                f"{MIN_SECONDS * 1000:.0f} ms (UrbanSound8K's shortest clips are 54 ms)")
-    peak = float(np.abs(x).max())
-    if peak < SILENCE_PEAK:
-        raise AudioError(path, f"silent: its loudest sample is {peak:.2g}, below -80 dBFS; nothing to classify")
-    model_input = audio.pad_or_crop(audio.resample(audio.to_mono(x), orig_sr, sr), length).copy()
-    return Sound(path=path, samples=x, sr=orig_sr, description=description, model_input=model_input, model_sr=sr)
+    resampled = np.ascontiguousarray(audio.resample(audio.to_mono(x), orig_sr, sr), dtype=np.float32)
+    windows, starts = cut_windows(resampled, length, round(HOP_SECONDS * sr))
+    silent = np.abs(windows).max(axis=1) < SILENCE_PEAK
+    if silent.all():
+        peak = float(np.abs(resampled).max()) if len(resampled) else 0.0
+        raise AudioError(path, f"silent: its loudest sample, as the model hears it, is {peak:.2g}, below -80 dBFS; "
+                               "nothing to classify")
+    return Sound(path=path, samples=x, sr=orig_sr, description=description, resampled=resampled,
+                 windows=windows, starts=starts, silent=silent, model_sr=sr)
+
+
+@dataclass
+class Prediction:
+    """What a model makes of one sound: class probabilities per window and averaged.
+
+    Attributes:
+        classes: the class names.
+        probabilities: float64 ``(n_classes,)``: the mean of the windows' probabilities, over
+            the windows that are not silent.
+        window_probabilities: float64 ``(n_windows, n_classes)``; NaN rows for silent windows.
+        starts_s: each window's start, in seconds.
+        sound: the :class:`Sound` classified.
+    """
+
+    classes: list[str]
+    probabilities: np.ndarray
+    window_probabilities: np.ndarray
+    starts_s: np.ndarray
+    sound: Sound
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """Return the ``k`` most likely ``(class, probability)`` pairs of the average, most likely first."""
+        order = np.argsort(-self.probabilities, kind="stable")[: min(k, len(self.classes))]
+        return [(self.classes[i], float(self.probabilities[i])) for i in order]
+
+    def windows_to_dict(self) -> list[dict[str, Any]]:
+        """Return each window as ``{"start", "end", "silent", "top": [...], "probabilities": {...}}``
+        (seconds; probabilities absent for a silent window), as ``--json`` writes them."""
+        length = self.sound.windows.shape[1] / self.sound.model_sr
+        rows = []
+        for start, p, quiet in zip(self.starts_s, self.window_probabilities, self.sound.silent):
+            row: dict[str, Any] = {"start": round(float(start), 3),
+                                   "end": round(float(min(start + length, self.sound.duration)), 3),
+                                   "silent": bool(quiet)}
+            if not quiet:
+                order = np.argsort(-p, kind="stable")[:3]
+                row["top"] = [{"class": self.classes[i], "probability": float(p[i])} for i in order]
+                row["probabilities"] = {c: float(v) for c, v in zip(self.classes, p)}
+            rows.append(row)
+        return rows
 
 
 class Classifier:
     """A trained model with what it needs to classify a sound: class names, sample rate and length.
 
     Build it from a model in memory (e.g. ``train.fit(...).model``) or with
-    :meth:`from_checkpoint` from any ``checkpoint.pt`` written by ``train``.
+    :meth:`from_checkpoint` from a run folder or any checkpoint written by ``train``.
+
+    Attributes:
+        model, classes, sr, length: the network and what it expects.
+        source: where the weights came from, in words (e.g. "runs/m5-mini-fold10/best.pt: the
+            epoch validation selected"); "a model in memory" otherwise.
+
     Used by notebook 5 and ``predict``.
     """
 
+    #: Windows classified per forward pass.
+    BATCH = 64
+
     def __init__(self, model: torch.nn.Module, classes: Sequence[str] = CLASSES, *,
-                 sr: int = audio.TARGET_SR, length: int = audio.TARGET_LENGTH) -> None:
+                 sr: int = audio.TARGET_SR, length: int = audio.TARGET_LENGTH, source: str = "a model in memory") -> None:
         """Wrap ``model`` (logits over ``classes``, input ``[batch, 1, length]`` at ``sr`` Hz)."""
         self.model = model
         self.classes = list(classes)
         self.sr = int(sr)
         self.length = int(length)
+        self.source = source
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path) -> Classifier:
-        """Return a classifier for the model stored in ``checkpoint``.
+        """Return a classifier for the model in ``checkpoint``: a checkpoint file, or a run folder
+        (its ``best.pt`` when it has one, the weights whose numbers the run reported, else its
+        ``checkpoint.pt``; see :func:`us8k_lib.runs.weights_file`).
 
         Raises:
             CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
         """
-        ckpt = load_checkpoint(checkpoint)
+        from us8k_lib.runs import weights_file
+
+        path, why = weights_file(checkpoint)
+        ckpt = load_checkpoint(path)
         return cls(load_model(ckpt), list(ckpt["classes"]), sr=int(ckpt.get("sr", audio.TARGET_SR)),
-                   length=int(ckpt.get("length", audio.TARGET_LENGTH)))
+                   length=int(ckpt.get("length", audio.TARGET_LENGTH)),
+                   source=f"{path}: {why}, epoch {ckpt['epoch']}")
 
     def load(self, path: str | Path) -> Sound:
         """Return :func:`load_sound` of ``path`` at this model's rate and length."""
         return load_sound(path, sr=self.sr, length=self.length)
 
     @torch.no_grad()
-    def probabilities(self, model_input: np.ndarray) -> np.ndarray:
-        """Return the class probabilities (softmax, float64, one per class) of one model input."""
+    def _window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         self.model.eval()
         device = next(self.model.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32)).view(1, 1, -1).to(device)
-        return self.model(x).float().softmax(dim=1)[0].cpu().double().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))[:, None, :]
+        parts = [self.model(chunk.to(device)).float().softmax(dim=1).cpu().double()
+                 for chunk in x.split(self.BATCH)]
+        return torch.cat(parts).numpy()
+
+    def probabilities(self, model_input: np.ndarray) -> np.ndarray:
+        """Return the class probabilities (softmax, float64, one per class) of one model input."""
+        return self._window_probabilities(np.asarray(model_input).reshape(1, -1))[0]
 
     def top(self, model_input: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
-        """Return the ``k`` most likely ``(class, probability)`` pairs, most likely first."""
+        """Return the ``k`` most likely ``(class, probability)`` pairs of one model input, most likely first."""
         p = self.probabilities(model_input)
         order = np.argsort(-p, kind="stable")[: min(k, len(self.classes))]
         return [(self.classes[i], float(p[i])) for i in order]
+
+    def classify(self, sound: Sound) -> Prediction:
+        """Classify every window of ``sound`` that is not silent and average their probabilities.
+
+        Returns:
+            A :class:`Prediction`. Used by notebook 5 (the upload widget) and ``predict``.
+        """
+        per_window = np.full((len(sound.windows), len(self.classes)), np.nan)
+        heard = ~sound.silent
+        per_window[heard] = self._window_probabilities(sound.windows[heard])
+        return Prediction(classes=self.classes, probabilities=per_window[heard].mean(axis=0),
+                          window_probabilities=per_window, starts_s=sound.starts / sound.model_sr, sound=sound)
 
 
 def _as_classifier(model: Classifier | str | Path) -> Classifier:
     return model if isinstance(model, Classifier) else Classifier.from_checkpoint(model)
 
 
-def _row(file: str, top: list[tuple[str, float]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"file": file}
-    for rank, (name, p) in enumerate(top, start=1):
+def _row(file: str, prediction: Prediction, k: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"file": file, "classified": prediction.sound.what_was_classified()}
+    for rank, (name, p) in enumerate(prediction.top(k), start=1):
         row[f"class_{rank}"] = name
         row[f"probability_{rank}"] = p
     return row
 
 
 def _columns(k: int) -> list[str]:
-    return ["file"] + [f"{c}_{r}" for r in range(1, k + 1) for c in ("class", "probability")]
+    return ["file", "classified"] + [f"{c}_{r}" for r in range(1, k + 1) for c in ("class", "probability")]
 
 
 def predict_files(checkpoint: Classifier | str | Path, paths: Sequence[str | Path], k: int = 3) -> pd.DataFrame:
-    """Classify sound files with a trained checkpoint (or a :class:`Classifier`); stop at a bad file.
+    """Classify sound files with a trained model (a run folder, a checkpoint or a
+    :class:`Classifier`); stop at a bad file.
 
-    Each file is formatted like the training clips (:func:`load_sound`).
+    Each file is formatted like the training clips and classified window by window
+    (:func:`load_sound`, :meth:`Classifier.classify`).
 
     Returns:
-        One row per file: ``file``, then ``class_1``, ``probability_1`` ... ``class_k``,
+        One row per file: ``file``, ``classified`` (what the model heard, e.g. "30.0 s, 14
+        windows of 4 s (hop 2 s)"), then ``class_1``, ``probability_1`` ... ``class_k``,
         ``probability_k`` (most likely first). Used by notebook 5 and ``predict``.
 
     Raises:
@@ -215,7 +344,7 @@ def predict_files(checkpoint: Classifier | str | Path, paths: Sequence[str | Pat
     """
     clf = _as_classifier(checkpoint)
     k = min(k, len(clf.classes))
-    rows = [_row(str(p), clf.top(clf.load(p).model_input, k)) for p in paths]
+    rows = [_row(str(p), clf.classify(clf.load(p)), k) for p in paths]
     return pd.DataFrame(rows, columns=_columns(k))
 
 
@@ -266,10 +395,15 @@ class PredictReport:
     Attributes:
         table: one row per classified file, columns as :func:`predict_files`.
         failed: ``(file, problem)`` for every path that could not be classified.
+        windows: per classified file (by its ``file`` string), its windows' scores
+            (:meth:`Prediction.windows_to_dict`).
+        source: where the model's weights came from (:attr:`Classifier.source`).
     """
 
     table: pd.DataFrame
     failed: list[tuple[str, str]] = field(default_factory=list)
+    windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -277,15 +411,17 @@ class PredictReport:
         return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the report as JSON-ready data: ``predictions`` (the table's rows, each with
-        ``file`` and a ``top`` list of ``{"class", "probability"}``) and ``failed``
-        (``{"file", "problem"}``)."""
+        """Return the report as JSON-ready data: ``predictions`` (each with ``file``, ``classified``,
+        a ``top`` list of ``{"class", "probability"}`` of the average over windows, and
+        ``windows``, each window's start, end and scores) and ``failed`` (``{"file", "problem"}``)."""
         predictions = []
         for row in self.table.to_dict(orient="records"):
             ranks = sorted(int(c.split("_")[1]) for c in row if c.startswith("class_"))
-            predictions.append({"file": row["file"], "top": [
-                {"class": row[f"class_{r}"], "probability": float(row[f"probability_{r}"])} for r in ranks]})
-        return {"predictions": predictions, "failed": [{"file": f, "problem": p} for f, p in self.failed]}
+            predictions.append({"file": row["file"], "classified": row["classified"], "top": [
+                {"class": row[f"class_{r}"], "probability": float(row[f"probability_{r}"])} for r in ranks],
+                "windows": self.windows.get(row["file"], [])})
+        return {"weights": self.source, "predictions": predictions,
+                "failed": [{"file": f, "problem": p} for f, p in self.failed]}
 
 
 def predict_paths(checkpoint: Classifier | str | Path, paths: Iterable[str | Path], k: int = 3,
@@ -293,8 +429,8 @@ def predict_paths(checkpoint: Classifier | str | Path, paths: Iterable[str | Pat
     """Classify files and folders (recursively, see :func:`find_sound_files`), going on past bad files.
 
     Returns:
-        A :class:`PredictReport`: the top-``k`` table of every file that could be classified, and
-        each file that could not, with its problem. Used by ``predict``.
+        A :class:`PredictReport`: the top-``k`` table of every file that could be classified (with
+        its window scores), and each file that could not, with its problem. Used by ``predict``.
 
     Raises:
         CheckpointError: the checkpoint is not usable (nothing can be classified then).
@@ -304,23 +440,30 @@ def predict_paths(checkpoint: Classifier | str | Path, paths: Iterable[str | Pat
     clf = _as_classifier(checkpoint)
     k = min(k, len(clf.classes))
     files, failed = find_sound_files(paths)
-    rows = []
+    rows, windows = [], {}
     for path in tqdm(files, desc="predict", unit="file", disable=not progress):
         try:
-            rows.append(_row(str(path), clf.top(clf.load(path).model_input, k)))
+            prediction = clf.classify(clf.load(path))
         except AudioError as exc:
             failed.append((str(path), exc.problem))
-    return PredictReport(pd.DataFrame(rows, columns=_columns(k)), failed)
+            continue
+        rows.append(_row(str(path), prediction, k))
+        windows[str(path)] = prediction.windows_to_dict()
+    return PredictReport(pd.DataFrame(rows, columns=_columns(k)), failed, windows, clf.source)
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    """``python -m us8k_lib predict CHECKPOINT PATH... [--json FILE]``: print each file's top-3 classes.
+    """``python -m us8k_lib predict RUN PATH... [--json FILE]``: print each file's top-3 classes.
 
-    Bad files are listed on stderr with their problem; returns 1 if any file failed, else 0.
+    ``RUN`` is a run folder (its ``best.pt``, else its ``checkpoint.pt``) or a checkpoint file;
+    the first line says which weights were used. Bad files are listed on stderr with their
+    problem; returns 1 if any file failed, else 0.
     """
-    report = predict_paths(args.checkpoint, args.paths, k=3)
+    clf = Classifier.from_checkpoint(args.checkpoint)
+    print(f"weights: {clf.source}")
+    report = predict_paths(clf, args.paths, k=3)
     for _, row in report.table.iterrows():
-        print(row["file"])
+        print(f"{row['file']}  ({row['classified']})")
         rank = 1
         while f"class_{rank}" in row:
             print(f"  {rank}. {row[f'class_{rank}']:<17} {row[f'probability_{rank}']:.3f}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -29,7 +30,7 @@ from us8k_lib.errors import US8KError
 from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import is_mini, sample_root
-from us8k_lib.predict import Classifier, Sound
+from us8k_lib.predict import Classifier, Prediction, Sound
 
 #: Chance level on UrbanSound8K's 10 classes: a guess is right one time in ten.
 CHANCE = 1 / len(CLASSES)
@@ -182,38 +183,76 @@ def _safe_name(name: str) -> str:
     return base or "upload"
 
 
-def _result_figure(sound: Sound, top: list[tuple[str, float]]) -> Figure:
-    """Waveform of the model input (left) and the top classes as horizontal bars (right)."""
-    fig = Figure(figsize=(10.0, 2.8), layout="constrained")
-    wave_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
-    plots.plot_waveform(sound.model_input, sound.model_sr, ax=wave_ax, max_points=4000,
-                        title=f"what the model hears: {sound.model_sr:,} Hz mono, "
-                              f"{len(sound.model_input) / sound.model_sr:g} s")
+def _result_figure(prediction: Prediction, k: int) -> Figure:
+    """What the model hears (left), its top classes as horizontal bars (right) and, for a sound of
+    several windows, each window's probability of those classes (below)."""
+    sound, top = prediction.sound, prediction.top(k)
+    several = len(sound.windows) > 1
+    fig = Figure(figsize=(10.0, 4.6 if several else 2.8), layout="constrained")
+    if several:
+        upper, lower = fig.subfigures(2, 1, height_ratios=[1.4, 1])
+        wave_ax, bar_ax = upper.subplots(1, 2, width_ratios=[2.2, 1])
+        window_ax = lower.subplots()
+    else:
+        wave_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    heard = sound.resampled if several else sound.model_input
+    plots.plot_waveform(heard, sound.model_sr, ax=wave_ax, max_points=4000,
+                        title=f"what the model hears: {sound.model_sr:,} Hz mono, {sound.what_was_classified()}")
     names = [name for name, _ in top][::-1]
     probs = [p for _, p in top][::-1]
     bars = bar_ax.barh(names, probs, color=["#bbbbbb"] * (len(top) - 1) + ["#2e86c1"])
     bar_ax.bar_label(bars, labels=[f"{p:.0%}" for p in probs], padding=3)
     bar_ax.set_xlim(0, 1.15)
-    bar_ax.set_xlabel("probability")
+    bar_ax.set_xlabel("probability" + (" (mean over windows)" if several else ""))
     bar_ax.set_title(f"top {len(top)} classes")
+    if several:
+        plot_window_scores(prediction, [name for name, _ in top], ax=window_ax)
     return fig
+
+
+def plot_window_scores(prediction: Prediction, classes: Sequence[str] | None = None, *, ax: Any = None) -> Any:
+    """Plot, for each window of a sound, the probability of some classes (default: the top 3 of
+    the average) against the window's start; silent windows, left out of the average, are marked.
+
+    Returns:
+        The axes. Used by notebook 5 (the upload widget).
+    """
+    if ax is None:
+        ax = Figure(figsize=(8, 2.4), layout="constrained").subplots()
+    classes = list(classes) if classes is not None else [name for name, _ in prediction.top(3)]
+    starts = prediction.starts_s
+    for name in classes:
+        j = prediction.classes.index(name)
+        ax.plot(starts, prediction.window_probabilities[:, j], marker="o", markersize=3, label=name)
+    quiet = prediction.sound.silent
+    if quiet.any():
+        ax.plot(starts[quiet], np.zeros(int(quiet.sum())), "x", color="#888888", label="silent (left out)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(f"window start (s); each window is {prediction.sound.windows.shape[1] / prediction.sound.model_sr:g} s")
+    ax.set_ylabel("probability")
+    ax.set_title("per window")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    return ax
 
 
 class SoundUploader:
     """"Classify your own sound": upload a sound file and see what the model makes of it.
 
-    For an upload it shows the file's format and duration, a player for the file and one for
-    what the model hears, the waveform of the model input and the top-``k`` classes as a bar
-    chart. A file that cannot be used (empty, corrupt, too short, silent, a format libsndfile
+    For an upload it shows the file's format and what the model classified (its duration and its
+    4 s windows: a longer recording is classified window by window and the probabilities are
+    averaged, silent windows left out), a player for the file and one for what the model hears,
+    the waveform, the top-``k`` classes as a bar chart and, for several windows, each window's
+    scores. A file that cannot be used (empty, corrupt, too short, silent, a format libsndfile
     cannot decode) gets a message in the widget saying what is wrong with which file, and the
     widget is ready for the next upload.
 
     Attributes:
         upload: the ``FileUpload`` button. info: HTML line with the format or the problem.
-        players: the players. image: waveform + bar chart (PNG). ranking: the top classes as text.
+        players: the players. image: waveform + bar chart (+ window scores) (PNG). ranking: the
+            top classes as text.
         classifier: the :class:`us8k_lib.predict.Classifier` used.
-        sound, top, problem: the last upload's :class:`us8k_lib.predict.Sound`, top classes and
-            problem (None where not applicable).
+        sound, prediction, top, problem: the last upload's :class:`us8k_lib.predict.Sound`,
+            :class:`us8k_lib.predict.Prediction`, top classes and problem (None where not applicable).
         widget: the whole thing, a ``VBox``; displaying the uploader displays it.
 
     Used by notebook 5.
@@ -242,6 +281,7 @@ class SoundUploader:
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="900px", display="none"))
         self.ranking = widgets.HTML()
         self.sound: Sound | None = None
+        self.prediction: Prediction | None = None
         self.top: list[tuple[str, float]] | None = None
         self.problem: str | None = None
         self.upload.observe(self._on_upload, names="value")
@@ -260,13 +300,12 @@ class SoundUploader:
         """
         name = name or Path(path).name
         try:
-            sound = self.classifier.load(path)
-            top = self.classifier.top(sound.model_input, self.k)
+            prediction = self.classifier.classify(self.classifier.load(path))
         except US8KError as exc:
             self._show_problem(name, str(getattr(exc, "problem", exc)))
             return None
-        self._show_result(name, sound, top)
-        return top
+        self._show_result(name, prediction)
+        return self.top
 
     def classify_bytes(self, name: str, content: bytes) -> list[tuple[str, float]] | None:
         """Classify the bytes of an uploaded file called ``name``; see :meth:`classify_file`."""
@@ -292,7 +331,7 @@ class SoundUploader:
             self.upload.value = ()
 
     def _show_problem(self, name: str, problem: str) -> None:
-        self.sound, self.top, self.problem = None, None, problem
+        self.sound, self.prediction, self.top, self.problem = None, None, None, problem
         self.info.value = (f"<b style='color:#c0392b'>Cannot classify {html.escape(name)}: "
                            f"{html.escape(problem)}</b><br><small>Try another file.</small>")
         self.players.children = ()
@@ -300,23 +339,20 @@ class SoundUploader:
         self.image.layout.display = "none"
         self.ranking.value = ""
 
-    def _show_result(self, name: str, sound: Sound, top: list[tuple[str, float]]) -> None:
-        self.sound, self.top, self.problem = sound, top, None
-        seconds, model_seconds = sound.duration, len(sound.model_input) / sound.model_sr
-        note = ""
-        if seconds > model_seconds:
-            note = f" <small>(the model hears the first {model_seconds:g} s)</small>"
-        elif seconds < model_seconds:
-            note = f" <small>(padded with silence to {model_seconds:g} s for the model)</small>"
-        self.info.value = f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {seconds:.2f} s{note}"
+    def _show_result(self, name: str, prediction: Prediction) -> None:
+        sound = prediction.sound
+        self.sound, self.prediction, self.top, self.problem = sound, prediction, prediction.top(self.k), None
+        self.info.value = (f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {sound.duration:.2f} s; "
+                           f"classified: <span class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
         players = listen.make_players([
             ("your file", sound.samples[:, 0] if sound.samples.shape[1] == 1 else sound.samples, sound.sr),
-            ("what the model hears", sound.model_input, sound.model_sr)])
+            ("what the model hears", sound.resampled, sound.model_sr)])
         players.layout.width = "100%"
         self.players.children = (players,)
-        self.ranking.value = "<b>The model's top {}:</b> ".format(len(top)) + " &middot; ".join(
-            f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}" for i, (c, p) in enumerate(top, 1))
-        fig = _result_figure(sound, top)
+        several = " (mean over windows)" if len(sound.windows) > 1 else ""
+        self.ranking.value = f"<b>The model's top {len(self.top)}{several}:</b> " + " &middot; ".join(
+            f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}" for i, (c, p) in enumerate(self.top, 1))
+        fig = _result_figure(prediction, self.k)
         self.image.value = listen.figure_bytes(fig, fmt="png")
         self.image.layout.display = None
 

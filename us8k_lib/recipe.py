@@ -1,0 +1,329 @@
+"""The recipe: what decides a training run's result, its defaults for the real UrbanSound8K, a preset
+for the small generated datasets, and where each value of a run came from.
+
+:class:`TrainConfig`'s defaults are the recipe for the user with the real data (8 732 clips, about
+7 000 training clips per fold) and one GPU; the README gives the reason and the source of each.
+The generated mini datasets (a few hundred clips) and the bundled 20-clip sample are another
+regime: at batch 128 an epoch of the mini dataset is three optimizer steps. So the commands use
+the :data:`PRESETS` entry ``"mini"`` on those datasets (``--preset auto``, the default; ``--preset
+full`` or ``--preset mini`` chooses). The notebooks and the tests pass their small settings
+explicitly. Every run's first line says which value came from where (:func:`recipe_line`).
+
+Nothing here imports torch, so the command line builds its parser in a fraction of a second.
+
+Used by notebooks 5-8 (``train.TrainConfig``) and the ``train`` and ``crossval`` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from us8k_lib.augment_settings import AUGMENT_FIELDS, add_augment_arguments, augment_overrides, validate_augment_fields
+
+SCHEDULERS = ("onecycle", "step", "cosine", "constant")
+OPTIMIZERS = ("adamw", "adam")
+DATA_PATHS = ("auto", "loader", "device")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result. The defaults are the recipe for the real data.
+
+    Attributes:
+        model: which network: ``"m3"``, ``"m5"``, ``"m11"``, ``"m18"``, ``"m34res"`` (Dai et al.
+            2017, raw waveform) or ``"logmel"`` (a log-mel spectrogram front end and a small 2-D
+            CNN); see :func:`us8k_lib.model.build_model`.
+        epochs: passes over the training folds.
+        batch_size: clips per optimizer step (under torchrun DDP: over all ranks together).
+        lr: peak learning rate (``onecycle``/``cosine``) or starting learning rate (``step``,
+            ``constant``).
+        optimizer: ``"adamw"``: Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019)
+            on the convolution and linear weights only, none on biases and BatchNorm parameters
+            (as nanoGPT's ``configure_optimizers`` and timm's parameter groups do); ``"adam"``:
+            the original tutorial's Adam with an L2 penalty added to every parameter's gradient.
+        weight_decay: AdamW's decoupled decay per step (times the learning rate), or Adam's L2
+            coefficient.
+        scheduler: ``"onecycle"`` (warm up for a quarter of the steps, then cosine decay, stepped
+            every batch), ``"cosine"`` (every batch), ``"step"`` (multiply by ``gamma`` every
+            ``step_size`` epochs, stepped after each epoch, as the tutorial meant to), ``"constant"``.
+        step_size, gamma: the ``step`` schedule's period (epochs) and factor (the tutorial's 20, 0.1).
+        seed: seeds the weights, the order of every epoch and the augmentation.
+        amp: bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with
+            AVX512-BF16/AMX). Off by default: on an H200 it was not faster for any model of the
+            family (0.87-1.00x of fp32 with TF32 convolutions, README), and fp32 gives the same
+            numbers on every CPU.
+        workers: DataLoader worker processes; None: 0 on a CPU, up to 4 on a GPU. Does not change
+            the numbers (tested).
+        data: ``"auto"``, ``"loader"`` or ``"device"``: serve batches from the cache file through
+            a DataLoader, or from a copy of the cache in the device's memory
+            (:mod:`us8k_lib.batches`); auto keeps the copy on a GPU where it fits. Does not
+            change the numbers (tested).
+        compile: train a ``torch.compile``-d model (fused kernels: fewer launches on a GPU). The
+            numbers change by float rounding only. Off by default until measured on a GPU.
+        test_fold: the held-out fold (1-10), never used to choose anything.
+        val_fold: a fold taken out of the training folds to choose the epoch: the run keeps the
+            weights of the epoch with the best validation accuracy (``best.pt``) and reports the
+            test fold at that epoch (and at the last). None: the last epoch is reported.
+        train_folds: folds to train on; None means every fold except ``test_fold`` and ``val_fold``.
+        width: channels of the model's first stage; None is the paper's (small values are for
+            quick tests). The same name as ``ModelConfig.width`` and ``--width``.
+        normalize: scale each clip to unit RMS inside the model (see :class:`us8k_lib.model.ModelConfig`).
+        permute_labels: shuffle the training labels among the clips (a sanity check: the model
+            can then only memorise, so test accuracy stays near chance).
+        device: ``"auto"`` (CUDA, else MPS, else CPU) or a torch device string.
+        aug_shift, aug_speed, aug_mask, aug_noise, aug_mixup: waveform augmentation of training
+            batches on the device, all off (0) by default; see :mod:`us8k_lib.augment`.
+    """
+
+    model: str = "m5"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    scheduler: str = "onecycle"
+    step_size: int = 20
+    gamma: float = 0.1
+    seed: int = 0
+    amp: bool = False
+    workers: int | None = None
+    data: str = "auto"
+    compile: bool = False
+    test_fold: int = 10
+    val_fold: int | None = None
+    train_folds: tuple[int, ...] | None = None
+    width: int | None = None
+    normalize: bool = True
+    permute_labels: bool = False
+    device: str = "auto"
+    aug_shift: float = 0.0
+    aug_speed: float = 0.0
+    aug_mask: float = 0.0
+    aug_noise: float = 0.0
+    aug_mixup: float = 0.0
+
+    def __post_init__(self) -> None:
+        from us8k_lib.model import parse_model_name  # late: the model module needs torch
+
+        if self.train_folds is not None:
+            self.train_folds = tuple(sorted(int(f) for f in self.train_folds))
+        problems = []
+        try:
+            self.model = parse_model_name(self.model)  # "M34-res" and "m34res" name the same model
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.data not in DATA_PATHS:
+            problems.append(f"data must be one of {DATA_PATHS}, got {self.data!r}")
+        if not 1 <= self.test_fold <= 10:
+            problems.append(f"test_fold must be 1-10, got {self.test_fold}")
+        if self.val_fold is not None:
+            if not 1 <= self.val_fold <= 10:
+                problems.append(f"val_fold must be 1-10, got {self.val_fold}")
+            if self.val_fold == self.test_fold:
+                problems.append(f"val_fold {self.val_fold} is the test fold (the test fold must not choose anything)")
+        if self.train_folds is not None:
+            if not self.train_folds or any(not 1 <= f <= 10 for f in self.train_folds):
+                problems.append(f"train_folds must be folds 1-10, got {self.train_folds}")
+            if self.test_fold in self.train_folds:
+                problems.append(f"test_fold {self.test_fold} is also a training fold (that would leak)")
+            if self.val_fold is not None and self.val_fold in self.train_folds:
+                problems.append(f"val_fold {self.val_fold} is also a training fold")
+        if self.workers is not None and self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if self.width is not None and self.width < 1:
+            problems.append(f"width must be >= 1, got {self.width}")
+        problems += validate_augment_fields(self)
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    @property
+    def folds_to_train(self) -> tuple[int, ...]:
+        """The training folds: ``train_folds``, or every fold but ``test_fold`` and ``val_fold``."""
+        return self.train_folds or tuple(f for f in range(1, 11) if f not in (self.test_fold, self.val_fold))
+
+    @property
+    def augments(self) -> bool:
+        """True if any waveform augmentation is on."""
+        return any(getattr(self, name) for name in AUGMENT_FIELDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a JSON-friendly dict (saved in checkpoints and metrics.json)."""
+        d = dataclasses.asdict(self)
+        if d["train_folds"] is not None:
+            d["train_folds"] = list(d["train_folds"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild a config saved by :meth:`to_dict` (unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {unknown}")
+        return cls(**d)
+
+
+#: Settings that replace :class:`TrainConfig`'s defaults. ``full`` is the defaults themselves (the
+#: real data); ``mini`` is what the generated mini datasets were measured with: 460 clips need
+#: small batches (23 steps an epoch) and few epochs (README: "Defaults for the real data").
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "mini": {"epochs": 8, "batch_size": 16, "lr": 5e-3},
+}
+
+
+def auto_preset(root: str | Path) -> tuple[str, str]:
+    """Return the preset ``--preset auto`` picks for a dataset, and why.
+
+    ``mini`` for a generated mini dataset or the bundled 20-clip sample, ``full`` for anything
+    else (the real download, ``US8K_ROOT``).
+    """
+    from us8k_lib.paths import dataset_name, is_mini, is_sample
+
+    if is_mini(root) or is_sample(root):
+        return "mini", f"the {dataset_name(root)} dataset is small"
+    return "full", "the defaults are the recipe for the real data"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where each value came from
+
+
+def sources_of(config: TrainConfig, given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return, for every field, where its value came from: ``given[field]`` when known (``"flag"``,
+    ``"preset mini"``, ``"checkpoint"``...), else ``"default"`` if it is the default, else ``"set"``."""
+    defaults = TrainConfig()
+    given = dict(given or {})
+    return {f.name: given.get(f.name) or ("default" if getattr(config, f.name) == getattr(defaults, f.name)
+                                         else "set") for f in dataclasses.fields(TrainConfig)}
+
+
+def recipe_line(config: TrainConfig, given: Mapping[str, str] | None = None, *, amp: bool | None = None) -> str:
+    """Return the first line a run prints: the recipe in force, each value with where it came from.
+
+    ``amp``: whether bf16 autocast is actually on (the hardware may not run it); default
+    ``config.amp``. For example ``Recipe: M5 (default), 8 epochs (preset mini), batch 16 (preset
+    mini), AdamW (default), lr 0.005 (preset mini), weight decay 0.05 (default), one-cycle schedule
+    (default), fp32 (default), seed 0 (default)``. Used by ``train.fit`` and ``crossval``.
+    """
+    from us8k_lib.model import display_name
+
+    src = sources_of(config, given)
+    on = config.amp if amp is None else amp
+
+    def tag(*fields: str) -> str:
+        return "(" + ", ".join(sorted({src[f] for f in fields}, key=lambda k: (k == "default", k))) + ")"
+
+    schedule = {"onecycle": "one-cycle schedule", "cosine": "cosine schedule", "constant": "constant lr",
+                "step": f"step schedule (x{config.gamma:g} every {config.step_size} epochs)"}[config.scheduler]
+    optimizer = {"adamw": "AdamW", "adam": "Adam with L2"}[config.optimizer]
+    precision = ("bf16 autocast" if on else "fp32") if config.amp == on else "fp32 (no native bf16 here)"
+    parts = [
+        f"{display_name(config.model)} {tag('model')}" + (f" at width {config.width} {tag('width')}" if config.width else ""),
+        f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} {tag('epochs')}",
+        f"batch {config.batch_size} {tag('batch_size')}",
+        f"{optimizer} {tag('optimizer')}",
+        f"lr {config.lr:g} {tag('lr')}",
+        f"weight decay {config.weight_decay:g} {tag('weight_decay')}",
+        f"{schedule} {tag('scheduler', 'step_size', 'gamma') if config.scheduler == 'step' else tag('scheduler')}",
+        f"{precision} {tag('amp')}",
+        f"seed {config.seed} {tag('seed')}",
+    ]
+    return "Recipe: " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+#: ``--FLAG`` -> TrainConfig field, for the flags that set one field each.
+_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+          "weight_decay": "weight_decay", "scheduler": "scheduler", "seed": "seed", "workers": "workers",
+          "width": "width", "val_fold": "val_fold", "device": "device", "amp": "amp", "data": "data",
+          "compile": "compile"}
+
+
+def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool = False) -> None:
+    """Add the flags ``train`` and ``crossval`` share (each maps to a TrainConfig field), and ``--preset``.
+
+    ``several_models``: ``--model`` may list models separated by commas (``crossval`` compares
+    them). Used by ``us8k_lib.cli``.
+    """
+    d = TrainConfig.__dataclass_fields__
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                   help="recipe to start from: 'full' (the defaults, for the real data), 'mini' (for the small "
+                        "generated datasets: 8 epochs, batch 16, lr 5e-3), or 'auto' (default: mini on a generated "
+                        "mini dataset or the bundled sample, full otherwise); flags win over it")
+    p.add_argument("--model", default=None,
+                   help="m3, m5 (default), m11, m18, m34res (Dai et al. 2017, raw waveform) or logmel (log-mel CNN)"
+                        + ("; several separated by commas (m5,logmel) are cross-validated over the same folds and "
+                           "compared" if several_models else ""))
+    p.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {d['epochs'].default})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size (default {d['batch_size'].default}); under torchrun the global batch over all ranks")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d['lr'].default:g})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="adamw (default: decoupled weight decay, none on biases and BatchNorm) or adam (the "
+                        "tutorial's: L2 on every parameter)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"weight decay (default {d['weight_decay'].default:g})")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="learning-rate schedule (default onecycle)")
+    p.add_argument("--width", type=int, default=None,
+                   help="channels of the model's first stage (default: the paper's; small values for quick tests)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast where the hardware has it (default: off, fp32 with TF32 convolutions on CUDA)")
+    p.add_argument("--data", choices=DATA_PATHS, default=None,
+                   help="serve batches through a DataLoader ('loader') or from a copy of the cache in device "
+                        "memory ('device'); 'auto' (default) keeps it on a GPU where it fits. Same results")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train a torch.compile-d model (default: off; results change by float rounding only)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers (default: 0 on a CPU, up to 4 on a GPU); same results")
+    p.add_argument("--device", default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
+    add_augment_arguments(p)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the :class:`TrainConfig` fields the parsed flags set (a flag left out is absent)."""
+    values = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
+    values.update(augment_overrides(args))
+    return values
+
+
+def config_from_args(args: argparse.Namespace, root: str | Path, *, base: TrainConfig | None = None,
+                     **fixed: Any) -> tuple[TrainConfig, dict[str, str], str]:
+    """Return ``(config, sources, note)`` for ``train``/``crossval``: flags over the preset over the defaults.
+
+    With ``base`` (a resumed run's checkpoint config) the preset is not used: the flags must
+    match it, and everything else continues as it was. ``fixed`` fields (e.g. ``test_fold``) are
+    set as flags. ``note`` says which preset was used and why, for the run's log.
+    """
+    flags = {**flag_values(args), **fixed}
+    if base is not None:
+        sources = {**{f: "checkpoint" for f in base.to_dict()}, **{f: "flag" for f in flags}}
+        return dataclasses.replace(base, **flags), sources, "resumed: the checkpoint's recipe"
+    preset, why = (args.preset, "as asked") if args.preset != "auto" else auto_preset(root)
+    values = {**PRESETS[preset], **flags}
+    sources = {**{f: f"preset {preset}" for f in PRESETS[preset]}, **{f: "flag" for f in flags}}
+    note = f"preset {preset} ({why})" + ("" if preset == "mini" else "; --preset mini for small datasets")
+    return TrainConfig(**values), sources, note
