@@ -22,6 +22,15 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second 'tiny' dataset (seed 1: other clips and other audio), for tests that a run on one
+    dataset is never taken for a run on the other."""
+    from us8k_lib.mini import make_mini
+
+    return make_mini(tmp_path_factory.mktemp("tiny-seed1"), seed=1, size="tiny")
+
+
+@pytest.fixture(scope="session")
 def mini_root() -> Path:
     """The default mini dataset in the project's data folder (what learners and notebooks use); read-only."""
     from us8k_lib.mini import make_mini

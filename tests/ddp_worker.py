@@ -10,8 +10,20 @@ from pathlib import Path
 
 import torch
 
-from us8k_lib import distributed
+from us8k_lib import dataset, distributed
 from us8k_lib.train import TrainConfig, fit
+
+
+def count_formatting(dump: Path) -> None:
+    """Record every clip this rank formats (one line each), to show the clips are formatted once."""
+    real = dataset._format_task
+
+    def counted(path: str, sr: int, length: int):  # noqa: ANN202 - dataset._format_task's signature
+        with open(dump / f"formatted-rank{distributed.rank()}.txt", "a") as f:
+            f.write(path + "\n")
+        return real(path, sr, length)
+
+    dataset._format_task = counted
 
 if __name__ == "__main__":
     root, out, cache, dump = sys.argv[1:5]
@@ -19,6 +31,7 @@ if __name__ == "__main__":
     config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, width=8, seed=0, device="cpu")
     with distributed.process_group(torch.device("cpu")) as active:
         assert active, "expected to run under torchrun with several ranks"
+        count_formatting(Path(dump))
         result = fit(config, root, out, cache_dir=cache, progress=False, verbose=False)
         torch.save({"state": result.model.state_dict(), "history": result.history.to_dict("list"),
                     "n_test": result.evaluation.n_clips, "accuracy": result.evaluation.accuracy},

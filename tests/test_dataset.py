@@ -226,6 +226,42 @@ def test_changed_formatting_parameters_invalidate(small, monkeypatch: pytest.Mon
     assert build_cache(root, rows, cache_dir=cache_dir, progress=False).path != base.path
 
 
+def test_the_resampler_and_the_library_versions_are_in_the_key(small, monkeypatch: pytest.MonkeyPatch) -> None:
+    import soundfile
+
+    root, rows, cache_dir = small
+    base = cache_key(root, rows)
+    monkeypatch.setitem(audio.RESAMPLING, "lowpass_filter_width", audio.RESAMPLING["lowpass_filter_width"] + 1)
+    assert cache_key(root, rows) != base  # another filter, other waveforms
+    monkeypatch.undo()
+    assert cache_key(root, rows) == base
+    for module, attr, value in [(audio.torchaudio, "__version__", "0.0.1"), (soundfile, "__version__", "0.0.1"),
+                                (soundfile, "__libsndfile_version__", "0.0.1")]:
+        monkeypatch.setattr(module, attr, value)
+        assert cache_key(root, rows) != base, attr
+        monkeypatch.undo()
+    built = build_cache(root, rows, cache_dir=cache_dir, progress=False)
+    index = json.loads((built.path / INDEX_NAME).read_text())
+    assert index["recipe"] == dataset.formatting_recipe() and index["recipe"]["resampling"] == audio.RESAMPLING
+
+
+def test_a_cache_that_cannot_fit_is_refused_before_formatting(small, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from us8k_lib.errors import DiskSpaceError
+
+    root, rows, _ = small
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskSpaceError, match=r"not enough free disk space: needs .* \(the formatted cache .*\), "
+                                             r"0\.0 MB free") as err:
+        build_cache(root, rows, cache_dir=tmp_path / "cache", progress=False)
+    assert str(tmp_path / "cache") in str(err.value)
+    assert not list((tmp_path / "cache").glob("*/*"))  # nothing written
+
+
 def test_moved_or_missing_file_changes_key(small) -> None:
     root, rows, _ = small
     key = cache_key(root, rows)

@@ -81,6 +81,14 @@ def test_crossval_over_two_ranks_matches_one(tiny_root: Path, tmp_path: Path, en
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == ["fold01", "fold02"]
 
 
+def test_ddp_training_formats_every_clip_once(ddp_run: Path, tiny_root: Path) -> None:
+    """Rank 0 builds the cache while the other rank waits, then both read it."""
+    n_clips = len(list((tiny_root / "audio").glob("fold*/*.wav")))
+    formatted = {p.name: p.read_text().splitlines() for p in (ddp_run / "dump").glob("formatted-rank*.txt")}
+    assert list(formatted) == ["formatted-rank0.txt"]  # rank 1 formatted nothing
+    assert len(formatted["formatted-rank0.txt"]) == len(set(formatted["formatted-rank0.txt"])) == n_clips
+
+
 def test_ddp_training_keeps_ranks_identical_and_learns(ddp_run: Path) -> None:
     dump = ddp_run / "dump"
     r0, r1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -234,3 +234,54 @@ def test_cli_download_rejects_a_malformed_md5(tmp_path, capsys) -> None:
     assert main(["download", "--root", str(tmp_path), "--url", "http://127.0.0.1:9/x", "--md5", "abc"]) == 1
     assert "not an md5 checksum" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _small_disk(monkeypatch, free: int) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
+
+
+def test_a_full_disk_is_refused_before_the_first_byte(tmp_path, tarball, monkeypatch) -> None:
+    from us8k_lib.errors import DiskSpaceError
+
+    data, digest = tarball
+    _small_disk(monkeypatch, free=len(data))  # room for the archive, not for it and its contents
+    root = tmp_path / "data"
+    with ArchiveServer(data) as server, pytest.raises(DiskSpaceError) as err:
+        download_dataset(root, server.url, digest, progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{root}: not enough free disk space: needs ")
+    assert "the rest of the archive" in message and "the extracted dataset" in message
+    assert f"{len(data) / 1e6:.1f} MB free" in message
+    assert not (root / (ARCHIVE_NAME + ".part")).exists()  # not a byte written
+    assert len(server.requests) == 1  # one request, answered with the size: then stopped
+
+
+def test_the_official_archive_needs_room_for_the_clips_and_the_cache(tmp_path, monkeypatch) -> None:
+    from us8k_lib import download
+
+    needs = dict(download._space_needs(tmp_path, download.DEFAULT_MD5, 6_000_000_000, 6_000_000_000))
+    assert needs["the rest of the archive"] == 6_000_000_000
+    assert needs["the extracted dataset"] == download.official_extracted_bytes()
+    assert 7.0e9 < download.official_extracted_bytes() < 7.2e9  # 8 732 clips, from the shipped checksums
+    assert needs["the formatted cache the first training run writes"] == 8732 * 32000 * 4
+    # the cache goes to the data folder: when that is on another disk, it is not counted here
+    monkeypatch.setattr(download, "_same_disk", lambda a, b: False)
+    assert "the formatted cache the first training run writes" not in dict(
+        download._space_needs(tmp_path, download.DEFAULT_MD5, 6_000_000_000, 0))
+
+
+def test_no_room_to_extract_keeps_the_verified_archive(tmp_path, tarball, monkeypatch) -> None:
+    from us8k_lib.errors import DiskSpaceError
+
+    data, digest = tarball
+    (tmp_path / ARCHIVE_NAME).write_bytes(data)  # already downloaded (or copied there by hand)
+    _small_disk(monkeypatch, free=1000)
+    with pytest.raises(DiskSpaceError, match="the extracted dataset"):
+        download_dataset(tmp_path, "http://127.0.0.1:9/never-asked", digest, progress=False)
+    assert (tmp_path / ARCHIVE_NAME).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ARCHIVE_NAME]
+

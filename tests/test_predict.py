@@ -230,3 +230,80 @@ def test_predict_paths_keeps_going_past_every_kind_of_problem(tiny_checkpoint: P
     assert {f: p for f, p in report.failed}.keys() == {str(p) for p in bad}
     for file, problem in report.failed:
         assert bad[Path(file)] in problem, (file, problem)
+
+
+# --------------------------------------------------------------------------------------------
+# whole recordings: sliding windows
+
+
+def test_windows_cover_the_whole_sound() -> None:
+    from us8k_lib.predict import cut_windows
+
+    x = np.arange(1, 101, dtype=np.float32)
+    windows, starts = cut_windows(x, 40, 20)
+    assert list(starts) == [0, 20, 40, 60]  # the last window reaches the end
+    np.testing.assert_array_equal(windows[-1], x[60:100])
+    windows, starts = cut_windows(x[:90], 40, 20)
+    assert list(starts) == [0, 20, 40, 60] and list(windows[-1][30:]) == [0] * 10  # padded at the end
+    windows, starts = cut_windows(x[:25], 40, 20)
+    assert list(starts) == [0] and windows.shape == (1, 40) and windows[0, 25:].sum() == 0
+
+
+# Margin of the top class over the second for this clip with tiny_checkpoint: 0.011 (both alone
+# and in the long file), far above any rounding difference between CPUs.
+LONG_CLIP = "118101-3-0-3.wav"
+
+
+@pytest.mark.slow
+def test_a_long_recording_with_leading_silence_gets_the_top_class_of_its_sound(
+        tiny_checkpoint: Path, real_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = _clip(real_sample, LONG_CLIP)
+    x, sr = sf.read(clip, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    assert len(x) == 4 * sr
+    long = tmp_path / "thirty-seconds.wav"
+    sf.write(long, np.concatenate([np.zeros(10 * sr, np.float32)] + [x] * 5), sr)  # 10 s silence, 20 s sound
+    clf = Classifier.from_checkpoint(tiny_checkpoint)
+    alone = clf.classify(clf.load(clip))
+    whole = clf.classify(clf.load(long))
+    assert whole.top(1)[0][0] == alone.top(1)[0][0]
+    sound = whole.sound
+    assert len(sound.windows) == 14 and list(sound.starts[:3] / 8000) == [0.0, 2.0, 4.0]
+    assert sound.silent[:3].all() and not sound.silent[5:].any()  # what the model hears of 0-10 s is silence
+    assert sound.what_was_classified().startswith("30.0 s, 14 windows of 4 s (hop 2 s), ")
+    heard = ~sound.silent
+    np.testing.assert_allclose(whole.probabilities, whole.window_probabilities[heard].mean(axis=0))
+    assert np.isnan(whole.window_probabilities[~heard]).all()
+    # The first 4 s alone are silent: that is what the old 'first 4 s' prediction classified.
+    with pytest.raises(AudioError, match="silent"):
+        load_sound_of_the_first_seconds(long, tmp_path, 4)
+    # The command says what it classified and writes every window's scores.
+    report = tmp_path / "p.json"
+    assert cli.main(["predict", str(tiny_checkpoint), str(long), "--json", str(report)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == f"{long}  ({sound.what_was_classified()})"
+    assert out[2].split()[1] == alone.top(1)[0][0]
+    data = json.loads(report.read_text())["predictions"][0]
+    assert data["classified"] == sound.what_was_classified() and len(data["windows"]) == 14
+    assert data["windows"][0] == {"start": 0.0, "end": 4.0, "silent": True}
+    last = data["windows"][-1]
+    assert (last["start"], last["end"], last["silent"]) == (26.0, 30.0, False)
+    assert sum(last["probabilities"].values()) == pytest.approx(1.0)
+
+
+def load_sound_of_the_first_seconds(path: Path, tmp_path: Path, seconds: int) -> object:
+    x, sr = sf.read(path, dtype="float32")
+    sf.write(tmp_path / "first.wav", x[: seconds * sr], sr)
+    from us8k_lib.predict import load_sound
+
+    return load_sound(tmp_path / "first.wav")
+
+
+@pytest.mark.slow
+def test_a_recording_silent_in_every_window_is_reported_silent(tmp_path: Path) -> None:
+    from us8k_lib.predict import load_sound
+
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.full(9 * 8000, 1e-6, np.float32), 8000)
+    with pytest.raises(AudioError, match=r"silent: its loudest sample, as the model hears it"):
+        load_sound(path)
