@@ -156,7 +156,7 @@ def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_pa
     assert float(match.group(1)) == pytest.approx(np.mean([r["test_acc"] for r in summary["folds"]]), abs=5e-4)
 
 
-@pytest.mark.parametrize("model", ["m3", "m5", "m11", "m18", "m34res"])
+@pytest.mark.parametrize("model", ["m3", "m5", "m11", "m18", "m34res", "logmel"])
 def test_every_model_of_the_family_trains_on_the_tiny_dataset(model: str, tiny_root: Path, cache_dir: Path,
                                                               tmp_path: Path) -> None:
     """Chosen by name, each model trains through fit with a validation fold and writes a usable run."""
@@ -168,3 +168,57 @@ def test_every_model_of_the_family_trains_on_the_tiny_dataset(model: str, tiny_r
     assert result.selected is not None and result.selected.n_clips == 20
     ckpt = load_checkpoint(tmp_path / BEST_NAME)
     assert ckpt["model_config"]["name"] == model and ckpt["config"]["model"] == model
+
+
+def test_two_models_over_the_same_folds_are_compared_side_by_side(tiny_root: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from us8k_lib import cli
+    from us8k_lib.crossval import COMPARISON_CSV
+
+    monkeypatch.setenv("US8K_DATA_DIR", str(tmp_path / "data"))
+    code = cli.main(["crossval", "--root", str(tiny_root), "--model", "m5,logmel", "--folds", "1-2", "--epochs", "1",
+                     "--width", "4", "--out", str(tmp_path / "cmp")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    lines = out.out.strip().splitlines()
+    first, second = (LAST_LINE.match(line) for line in lines[-2:])
+    assert first and second, lines[-2:]
+    assert (first.group(4), second.group(4)) == ("M5", "LogMel-CNN") and first.group(3) == second.group(3) == "2"
+    # each model ran as if alone, in its own folder; the table holds both, fold by fold
+    a = json.loads((tmp_path / "cmp" / "m5" / SUMMARY_JSON).read_text())
+    b = json.loads((tmp_path / "cmp" / "logmel" / SUMMARY_JSON).read_text())
+    assert (a["model"], b["model"]) == ("m5", "logmel") and a["dataset"] == b["dataset"]
+    table = pd.read_csv(tmp_path / "cmp" / COMPARISON_CSV, index_col=0)
+    assert list(table.index) == ["1", "2", "mean", "std"]
+    assert list(table.columns) == ["M5 acc", "M5 epoch", "LogMel-CNN acc", "LogMel-CNN epoch", "difference"]
+    for fold, row in zip((1, 2), table.iloc[:2].itertuples()):
+        assert row[1] == pytest.approx(a["folds"][fold - 1]["test_acc"]) and row[3] == pytest.approx(b["folds"][fold - 1]["test_acc"])
+        assert row[5] == pytest.approx(row[3] - row[1])
+    assert table.loc["mean", "M5 acc"] == pytest.approx(a["mean"])
+    assert "side by side" in out.out and str(tmp_path / "cmp" / COMPARISON_CSV) in out.out
+
+
+def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """jobs=2: two processes train a fold each at once; every number equals the one-at-a-time run's."""
+    import torch
+
+    config = TrainConfig(**{**SMALL, "epochs": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the two jobs gets on this machine's cores, for equal rounding
+    try:
+        one = crossval(config, tiny_root, folds=[1, 2], out=tmp_path / "one", cache_dir=cache_dir, progress=False,
+                       verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    two = crossval(config, tiny_root, folds=[1, 2], out=tmp_path / "two", cache_dir=cache_dir, progress=False,
+                   verbose=False, jobs=2)
+    pd.testing.assert_frame_equal(one.folds, two.folds)
+    np.testing.assert_array_equal(one.confusion, two.confusion)
+    for fold in ("fold01", "fold02"):
+        a = load_checkpoint(tmp_path / "one" / fold / BEST_NAME)["model"]
+        b = load_checkpoint(tmp_path / "two" / fold / BEST_NAME)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), fold
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        crossval(config, tiny_root, folds=[1], out=tmp_path / "x", jobs=0)
+

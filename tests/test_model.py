@@ -260,11 +260,14 @@ def test_layer_table_matches_the_network(name: str) -> None:
     table = compute_layer_table(model, length=32000, sr=8000)
     assert table["params"].sum() == count_parameters(model)
     first = table.iloc[0]
-    assert (first["type"], first["receptive_field"], first["receptive_field_ms"]) == ("Conv1d", 80, 10.0)
+    expected_first = ("Spectrogram", 256, 32.0) if name == "logmel" else ("Conv1d", 80, 10.0)
+    assert (first["type"], first["receptive_field"], first["receptive_field_ms"]) == expected_first
     last_layer = table.iloc[-3]
     with torch.no_grad():
         features = model.eval().features(torch.zeros(1, 1, 32000))
-    assert last_layer["output_shape"] == tuple(features.shape[1:])
+    # (channels, time); the log-mel CNN's last map also has bands, which features() averages
+    shape = last_layer["output_shape"]
+    assert (shape[0], shape[-1]) == tuple(features.shape[1:])
     assert (last_layer["receptive_field"], last_layer["hop"]) == (model.receptive_field, model.hop)
     main_path = table.iloc[:-2][~table["layer"].iloc[:-2].str.contains("shortcut")]
     assert main_path["receptive_field"].is_monotonic_increasing
@@ -320,7 +323,7 @@ def test_family_table_lists_every_model() -> None:
     length = 24000  # above every model's receptive field, shorter (faster) than a clip
     table = family_table(length=length)
     assert list(table["name"]) == list(MODEL_NAMES)
-    assert list(table["model"]) == ["M3", "M5", "M11", "M18", "M34-res"]
+    assert list(table["model"]) == ["M3", "M5", "M11", "M18", "M34-res", "LogMel-CNN"]
     for row in table.itertuples():
         model = build_model(row.name).eval()
         assert row.parameters == count_parameters(model)
@@ -328,7 +331,7 @@ def test_family_table_lists_every_model() -> None:
         assert row.receptive_field_ms == pytest.approx(model.receptive_field / 8)
         with torch.no_grad():
             assert row.output_steps == model.features(torch.zeros(1, 1, length)).shape[-1]
-    assert table["parameters"].is_monotonic_increasing
+    assert table["parameters"].iloc[:5].is_monotonic_increasing  # deeper raw-waveform models are bigger
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,3 +453,48 @@ def test_load_model_errors_name_the_file(tmp_path: Path) -> None:
     torch.save(mismatched, tmp_path / "mismatched.pt")
     with pytest.raises(CheckpointError, match=r"mismatched\.pt: .*M11"):
         load_model(tmp_path / "mismatched.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# The log-mel CNN
+
+
+def test_logmel_cnn_parameters_and_shapes() -> None:
+    from us8k_lib import logmel
+
+    model = build_model("logmel")
+    # 4 blocks of 3x3 convolutions (32-64-128-256 channels) with BatchNorm, the per-band norm, the classifier
+    convs = sum(c_in * c_out * 9 + c_out for c_in, c_out in [(1, 32), (32, 64), (64, 128), (128, 256)])
+    norms = 2 * (32 + 64 + 128 + 256) + 2 * logmel.N_MELS
+    assert count_parameters(model) == convs + norms + 256 * 10 + 10 == 391_498
+    table = compute_layer_table(model)
+    assert table.iloc[1]["output_shape"] == (1, 64, 251)  # 64 mel bands, 1 + 32000 / 128 frames
+    pools = table[table["type"] == "MaxPool2d"]
+    assert list(pools["output_shape"]) == [(32, 32, 125), (64, 16, 62), (128, 8, 31), (256, 4, 15)]
+    assert (model.receptive_field, model.hop) == (6016, 2048)
+    with torch.no_grad():
+        assert model.eval().features(torch.zeros(2, 1, 32000)).shape == (2, 256, 15)
+    assert build_model("logmel", width=8).fc.in_features == 64
+    assert count_parameters(build_model("logmel")) < count_parameters(build_model("m5"))
+
+
+def test_logmel_front_end_is_torchaudios_mel_spectrogram() -> None:
+    import torchaudio
+
+    from us8k_lib import logmel
+
+    model = build_model("logmel", normalize=False).eval()
+    x = torch.randn(3, 1, 32000, generator=torch.Generator().manual_seed(0))
+    reference = torchaudio.transforms.MelSpectrogram(8000, n_fft=512, win_length=256, hop_length=128, n_mels=64,
+                                                     norm="slaney", mel_scale="slaney")(x[:, 0])
+    torch.testing.assert_close(model.frontend.log_mel(x), torch.log(reference + logmel.LOG_OFFSET))
+    fb = model.mel_filterbank()
+    assert fb.shape == (64, 257) and (fb >= 0).all()
+    # the bands cover 0-4 kHz in order: each band's peak lies above the previous one's
+    peaks = fb.argmax(dim=1)
+    assert (peaks[1:] >= peaks[:-1]).all() and peaks[-1] > 240
+    # a louder copy of a clip gives the same logits: the clip is scaled to unit RMS first
+    normalized = build_model("logmel", normalize=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(normalized(x), normalized(10 * x), rtol=1e-4, atol=1e-4)
+

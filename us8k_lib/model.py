@@ -77,7 +77,11 @@ SPECS: dict[str, Spec] = {
     "m18": Spec("M18", width=64, stages=(4, 4, 4, 4)),
     "m34res": Spec("M34-res", width=48, stages=(3, 4, 6, 3), residual=True),
 }
-MODEL_NAMES = tuple(SPECS)
+#: The raw-waveform models of Dai et al. (2017).
+RAW_WAVEFORM_MODELS = tuple(SPECS)
+#: Every model ``build_model`` knows: the raw-waveform family and the log-mel CNN
+#: (:mod:`us8k_lib.logmel`, notebook 8).
+MODEL_NAMES = (*RAW_WAVEFORM_MODELS, "logmel")
 
 #: Parameter counts (10 classes) of Table 1 of Dai et al. (2017), rounded as the paper prints
 #: them, as quoted in this project's issue 11 (not re-read from the PDF here). M5 is not listed:
@@ -99,8 +103,10 @@ def parse_model_name(name: str) -> str:
     Used by :class:`ModelConfig` and the ``--model`` option.
     """
     key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key not in SPECS:
-        valid = ", ".join(f"{n} ({s.title})" for n, s in SPECS.items())
+    if key == "logmelcnn":
+        key = "logmel"
+    if key not in MODEL_NAMES:
+        valid = ", ".join(f"{n} ({display_name(n)})" for n in MODEL_NAMES)
         raise ValueError(f"unknown model {name!r}: choose one of {valid}")
     return key
 
@@ -110,7 +116,8 @@ def display_name(model: str) -> str:
 
     Used by notebooks 4, 6 and 8 and every command's log.
     """
-    return SPECS[parse_model_name(model)].title
+    key = parse_model_name(model)
+    return "LogMel-CNN" if key == "logmel" else SPECS[key].title
 
 
 @dataclass
@@ -121,7 +128,7 @@ class ModelConfig:
         name: one of :data:`MODEL_NAMES` (any case; ``"M34-res"`` works too); stored canonical.
         n_classes: number of output logits (UrbanSound8K has 10 classes).
         width: channels of the first stage; None is the paper's (M3 256, M5 128, M11 and M18
-            64, M34-res 48). Later stages scale with it, so a small width gives a small model of
+            64, M34-res 48; the log-mel CNN's first block: 32). Later stages scale with it, so a small width gives a small model of
             the same shape (for quick tests).
         normalize: scale each clip to unit RMS before the first convolution. Off in the paper;
             the training recipe turns it on, because a clip's loudness (recording gain,
@@ -258,17 +265,25 @@ class RawWaveformCNN(nn.Module):
         return self.fc(self.features(x).mean(dim=-1))
 
 
-def build_model(config: ModelConfig | str = "m5", **overrides: object) -> RawWaveformCNN:
-    """Return a freshly initialised model of the family: the one way to build one.
+def build_model(config: ModelConfig | str = "m5", **overrides: object) -> nn.Module:
+    """Return a freshly initialised model: the one way to build one.
 
-    ``config`` is a :class:`ModelConfig` or a model name; ``overrides`` replace its fields, e.g.
-    ``build_model("m18", width=8)``. Raises ValueError for an unknown name (listing the valid
-    ones). Used by notebooks 4 and 5 and every training run.
+    ``config`` is a :class:`ModelConfig` or a model name (:data:`MODEL_NAMES`: a raw-waveform
+    :class:`RawWaveformCNN` of Dai et al., or ``"logmel"``, the
+    :class:`us8k_lib.logmel.LogMelCNN`); ``overrides`` replace its fields, e.g.
+    ``build_model("m18", width=8)``. Every model maps ``[batch, 1, samples]`` to
+    ``[batch, n_classes]`` logits and has ``title``, ``features``, ``fc``, ``receptive_field``
+    and ``hop``. Raises ValueError for an unknown name (listing the valid ones). Used by
+    notebooks 4, 5 and 8 and every training run.
     """
     if isinstance(config, str):
         config = ModelConfig(name=config, **overrides)  # type: ignore[arg-type]
     elif overrides:
         config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+    if config.name == "logmel":
+        from us8k_lib.logmel import LogMelCNN  # late: it needs torchaudio
+
+        return LogMelCNN(config)
     return RawWaveformCNN(config)
 
 
@@ -345,7 +360,7 @@ def _layer_geometry(blocks: nn.Sequential, length: int | None
     return rows, at
 
 
-def compute_layer_table(model: RawWaveformCNN, length: int = 32000, sr: int = 8000) -> pd.DataFrame:
+def compute_layer_table(model: nn.Module, length: int = 32000, sr: int = 8000) -> pd.DataFrame:
     """Return a layer-by-layer table of ``model`` (any of the family) for ``length`` samples at ``sr`` Hz.
 
     Columns: ``layer`` (module name; ``blocks.N sum`` is a residual block's addition), ``type``,
@@ -357,6 +372,8 @@ def compute_layer_table(model: RawWaveformCNN, length: int = 32000, sr: int = 80
     """
     if length < model.receptive_field:
         raise ValueError(f"length {length} is shorter than the receptive field ({model.receptive_field} samples)")
+    if not isinstance(model, RawWaveformCNN):  # the log-mel CNN reads its shapes off a forward pass
+        return model.layer_table(length=length, sr=sr)
     layers, end = _layer_geometry(model.blocks, length)
     rows = [{
         "layer": name, "type": type(m).__name__ if m is not None else "add",
@@ -416,6 +433,6 @@ def family_table(length: int = 32000, sr: int = 8000, n_classes: int = 10) -> pd
             "model": model.title, "name": name, "parameters": count_parameters(model),
             "receptive_field": model.receptive_field,
             "receptive_field_ms": 1000 * model.receptive_field / sr, "hop": model.hop,
-            "output_steps": table.iloc[-3]["output_shape"][1],
+            "output_steps": table.iloc[-3]["output_shape"][-1],
         })
     return pd.DataFrame(rows)
