@@ -2,11 +2,12 @@
 
     python benchmarks/bench_gpu.py [--epochs 30] [--batch 128] [--steps N] [--models m5,m18]
                                    [--device auto] [--workers N] [--quick] [--json results.json]
+    python benchmarks/bench_gpu.py --protocol [--quick] [--jobs N] [--compile] [--amp]
 
 (run from the project root with the package installed, or with ``PYTHONPATH=.``)
 
 For each model of Dai et al. (2017), built as ``train`` builds it (``build_model``, unit-RMS
-input scaling on, Adam with train's learning rate and weight decay), on the device ``train``
+input scaling on, AdamW with train's learning rate and weight decay, ``make_optimizer``), on the device ``train``
 would choose:
 
   train fp32, train bf16   training clips/s through the library's own epoch loop
@@ -57,13 +58,13 @@ from torch.utils.data import Dataset, get_worker_info
 from us8k_lib.allocator import reuse_freed_memory
 from us8k_lib.checkpoint import write_json
 from us8k_lib.crossval import fold_roles
-from us8k_lib.batches import make_loader
+from us8k_lib.batches import EpochSampler, make_loader
 from us8k_lib.dataset import ClipBatch
 from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
-from us8k_lib.train import TrainConfig, train_one_epoch
+from us8k_lib.train import TrainConfig, make_optimizer, train_one_epoch
 
 LENGTH = 32000  # 4 s at 8 kHz, what the cache holds
 EVAL_BATCH = 64  # evaluate's default, as train evaluates
@@ -147,11 +148,10 @@ def train_rate(name: str, device: torch.device, amp: bool, s: Settings, batch: i
     config = TrainConfig(model=name)
     torch.manual_seed(0)
     model = build_model(name, n_classes=len(CLASSES), width=s.width, normalize=config.normalize).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config, model)
     data = SyntheticClips(batch * s.steps)
     if through_loader:
-        batches = make_loader(data, batch, shuffle=True, device=device, workers=s.workers,
-                              generator=torch.Generator().manual_seed(0))
+        batches = make_loader(data, batch, device=device, workers=s.workers, sampler=EpochSampler(len(data), 0))
     else:
         x, y = data.__getitems__(range(batch)).waveforms.to(device), data.labels[:batch].to(device)
         batches = [(x, y)] * s.steps
@@ -170,8 +170,8 @@ def train_rate(name: str, device: torch.device, amp: bool, s: Settings, batch: i
 
 def loader_rate(device: torch.device, s: Settings) -> float:
     """Return clips/s of train's loader alone (batches copied to the device, no model)."""
-    loader = make_loader(SyntheticClips(s.batch * s.steps), s.batch, shuffle=True, device=device,
-                         workers=s.workers, generator=torch.Generator().manual_seed(0))
+    loader = make_loader(SyntheticClips(s.batch * s.steps), s.batch, device=device, workers=s.workers,
+                         sampler=EpochSampler(s.batch * s.steps, 0))
     for _ in range(2 if s.warmup else 1):  # the last pass is the timed one
         _sync(device)
         t0 = time.perf_counter()
@@ -308,7 +308,7 @@ def print_table(results: list[Result], s: Settings, epochs: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODEL_NAMES),
-                        help="comma-separated models (default: all five)")
+                        help="comma-separated models (default: all six)")
     parser.add_argument("--epochs", type=int, default=30,
                         help="epochs per fold for the 10-fold estimate (default 30)")
     parser.add_argument("--batch", type=int, default=None, help="training batch size (default 128; --quick 4)")
@@ -323,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="training loader workers (default: make_loader's, as train uses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--protocol", action="store_true",
+                        help="time the real crossval command end to end on a full-size synthetic dataset "
+                             "(10 folds x --epochs for M5, --epochs-other for the others), see benchmarks/protocol.py")
+    parser.add_argument("--epochs-other", type=int, default=10,
+                        help="--protocol: epochs for the models other than M5, scaled to --epochs (default 10)")
+    parser.add_argument("--protocol-dir", default=None, help="--protocol: where the dataset and runs go (default: a temp dir)")
+    parser.add_argument("--jobs", type=int, default=1, help="--protocol: crossval --jobs (folds side by side)")
+    parser.add_argument("--compile", action="store_true", help="--protocol: crossval --compile")
+    parser.add_argument("--amp", action="store_true", help="--protocol: crossval --amp (bf16 autocast)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or any(v is not None and v < 1 for v in (args.batch, args.steps, args.width)):
         parser.error("--epochs, --batch, --steps and --width must be >= 1")
@@ -335,9 +344,21 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     device = choose_device(args.device)
+    if args.protocol:
+        import protocol
+
+        for line in machine_lines(device):
+            print(line)
+        results = protocol.main(args, device, names if args.models != parser.get_default("models")
+                                else ["m5", "m18", "logmel"])
+        if args.json is not None:
+            write_json(args.json, {"machine": machine_lines(device), "device": str(device), "protocol": results})
+        timed = ", ".join(f"{r['title']} {r['seconds']:.1f} s" for r in results)
+        print(f"protocol: {timed}; total {time.perf_counter() - began:.0f} s")
+        return 0
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as train sets it: every batch has the same shape
-    amp_in_train = decide_amp(device, True)
+    amp_in_train = decide_amp(device, TrainConfig().amp)
     s = settings_for(device, args)
     sizes = fold_sizes()
     for line in machine_lines(device):

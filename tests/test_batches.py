@@ -145,3 +145,28 @@ def test_a_run_resumed_with_workers_ends_as_the_uninterrupted_one(tiny_root: obj
 
     other = fit(dataclasses.replace(config, workers=0), tiny_root, tmp_path / "cut0", resume=True, **kwargs)
     _assert_identical(_weights(whole), _weights(other))
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_to_the_same_weights(tiny_root: object, cache_dir: object,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile=True goes through torch.compile (dynamo and AOT autograd; the "aot_eager" backend
+    here, because inductor's C++ compile takes minutes on a 2-core CPU): same graph, same weights."""
+    from us8k_lib import train
+
+    monkeypatch.setattr(train, "COMPILE_BACKEND", "aot_eager")
+    kwargs = dict(cache_dir=cache_dir, progress=False, verbose=False)
+    calls = []
+    real = torch.compile
+
+    def counted(model: torch.nn.Module, **kw: object) -> object:
+        calls.append(kw)
+        return real(model, **kw)
+
+    monkeypatch.setattr(torch, "compile", counted)
+    config = TrainConfig(**{**SMALL, "epochs": 2})
+    plain = fit(config, tiny_root, **kwargs)
+    compiled = fit(TrainConfig(**{**SMALL, "epochs": 2}, compile=True), tiny_root, **kwargs)
+    assert calls == [{"backend": "aot_eager"}]
+    _assert_identical(_weights(plain), _weights(compiled))
+    assert list(compiled.history["test_acc"]) == list(plain.history["test_acc"])

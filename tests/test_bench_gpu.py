@@ -79,3 +79,30 @@ def test_bad_arguments_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["--quick", "--batch", "0"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_the_protocol_runs_the_real_crossval_command_end_to_end(tmp_path: Path) -> None:
+    """--protocol --quick: the same path as on a GPU (dataset, cache, the crossval command), on a CPU."""
+    out = tmp_path / "protocol.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--protocol", "--quick", "--device", "cpu", "--models", "m5",
+                           "--protocol-dir", str(tmp_path / "work"), "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["protocol"]
+    assert result["model"] == "m5" and result["folds"] == 2 and result["epochs"] == 1
+    # 10 clips per fold: each of the two test folds trains on 8 folds
+    assert result["clip_steps"] == 2 * 8 * 10
+    assert result["clips_per_s"] == pytest.approx(result["clip_steps"] / result["seconds"])
+    assert result["last_line"].startswith("cross-validation accuracy: ") and "(2 folds, model M5" in result["last_line"]
+    summary = json.loads((tmp_path / "work" / "runs" / "m5" / "summary.json").read_text())
+    assert summary["dataset"]["n_clips"] == 100 and summary["config"]["width"] == 8
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("protocol dataset: 100 clips in 10 folds") for line in lines)
+    assert lines[-1].startswith("protocol: M5 ")
+
+
+def test_training_flops_of_m5_are_the_issues_figure() -> None:
+    """About 1.7 GFLOP per clip for a training step of M5 (forward and backward)."""
+    protocol = runpy.run_path(str(ROOT / "benchmarks" / "protocol.py"))
+    assert protocol["training_flops"]("m5") == pytest.approx(1.66e9, rel=0.01)

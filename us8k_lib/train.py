@@ -74,6 +74,11 @@ from us8k_lib.runs import (
     write_run_files,
 )
 
+#: The torch.compile backend of ``TrainConfig(compile=True)``. Inductor generates fused kernels
+#: (C++ on a CPU, Triton on a GPU); the tests use "aot_eager", which traces the same graphs
+#: without generating code (inductor's CPU compile of M5 takes minutes on a 2-core machine).
+COMPILE_BACKEND = "inductor"
+
 __all__ = ["BEST_NAME", "HISTORY_NAME", "METRICS_NAME", "PREDICTIONS_NAME", "FitResult", "TrainConfig", "fit",
            "make_optimizer", "train_command", "train_one_epoch"]
 
@@ -269,7 +274,7 @@ def _build_parts(config: TrainConfig, data: _Data, device: torch.device, ddp: bo
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         # Fuses BatchNorm, ReLU and pooling into fewer kernels; the first steps pay the compile.
-        model = torch.compile(model)
+        model = torch.compile(model, backend=COMPILE_BACKEND)
     optimizer = make_optimizer(config, net)
     sampler = EpochSampler(len(data.train), config.seed, rank=rank, world=world)
     batches = training_batches(data.train, config.batch_size // world, path=data.path, device=device,
