@@ -22,6 +22,7 @@ LONGEST_FIRST = (
     "tests/test_distributed.py",  # ~80 s: four torchrun launches of three processes each
     "notebooks/07-augment.ipynb",  # ~47 s: two augmentation settings over three folds
     "notebooks/06-evaluate-like-a-paper.ipynb",  # ~37 s: a three-fold cross-validation
+    "notebooks/08-raw-or-spectrogram.ipynb",  # two models over three folds
     "tests/test_train.py",  # ~34 s
 )
 

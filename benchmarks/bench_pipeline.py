@@ -74,7 +74,12 @@ from us8k_lib.devices import cpu_name
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
-from us8k_lib.train import TrainConfig
+from us8k_lib.recipe import PRESETS
+from us8k_lib.train import TrainConfig, make_optimizer
+
+#: The recipe the rows measure 'fit' with: the mini preset (batch 16), which the notebooks and the
+#: commands use on the small datasets (the real-data default, batch 128, is P3's headline batch).
+FIT = TrainConfig(**PRESETS["mini"])
 
 SR, CHANNELS, SECONDS = 44100, 2, 4.0
 BATCH = 128  # the tutorial's batch size, used for P1 and P3
@@ -301,8 +306,8 @@ def make_step(variant: str, batch: int) -> Callable[[], None]:
     # fit does.
     model = build_model("m5")
     forward = torch.compile(model) if variant == "ours-compiled" else model
-    config = TrainConfig()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    config = FIT
+    opt = make_optimizer(config, model)
 
     def step() -> None:
         logits = forward(x)
@@ -386,13 +391,13 @@ def p5_child(root: str, cache_dir: str, fwd_batches: int, keep_freed: bool = Tru
     Phase order matters: VmHWM only grows, so reading it after the data-only phase isolates what
     the data pipeline costs from what M5's activations cost."""
     with reuse_freed_memory(keep_freed):  # on, as fit runs on a CPU; off to show what it costs
-        config = TrainConfig()
+        config = FIT
         meta = load_metadata(root)
         train = US8KDataset(root, config.folds_to_train, metadata=meta, cache_dir=cache_dir, progress=False)
         test = US8KDataset(root, [config.test_fold], metadata=meta, cache_dir=cache_dir, progress=False)
         device = torch.device("cpu")
         model = build_model("m5")
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        opt = make_optimizer(config, model)
         start_kb = _status_kb("self", "VmRSS")
         t0 = time.perf_counter()
         # Phase 1: the whole epoch through the loader (data only), then the test pass.
@@ -466,7 +471,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
             x, y = augment_batch(batch, device)
             torch.manual_seed(0)
             model = build_model("m5").to(device).train()
-            opt = torch.optim.Adam(model.parameters(), lr=TrainConfig().lr, weight_decay=TrainConfig().weight_decay)
+            opt = make_optimizer(FIT, model)
             strong = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS["strong"])
             variants = {"off": None, "on": strong}
 
@@ -529,7 +534,7 @@ def main_augment(device: torch.device, quick: bool) -> int:
           f"{torch.get_num_threads()} torch threads, load average {load_average()}"
           + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     began = time.perf_counter()
-    batches = [TrainConfig().batch_size] + ([128] if device.type == "cuda" else [])
+    batches = [FIT.batch_size] + ([128] if device.type == "cuda" else [])
     # Single steps, alternating, best of 8: on a shared CPU a step's time swings by 2x.
     rounds, steps = (3, 1) if quick else ((8, 1) if device.type == "cpu" else (5, 20))
     rows, ratio, parts = augment_rows(device, batches, rounds, steps)
@@ -658,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     mm = matmul_gflops()
     variants = ["tutorial", "ours"] + (["ours-compiled"] if args.compile else [])
-    fit_batch = TrainConfig().batch_size
+    fit_batch = FIT.batch_size
     p3_by_batch: dict[int, float] = {}
     for batch in (BATCH, fit_batch):
         flops = training_flops(batch)
@@ -688,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"P3 done ({time.perf_counter() - began:.0f} s)", flush=True)
 
     # ---- AUG: augmentation on vs off ---------------------------------------------------------
-    aug_rows, aug, _ = augment_rows(torch.device("cpu"), [TrainConfig().batch_size],
+    aug_rows, aug, _ = augment_rows(torch.device("cpu"), [FIT.batch_size],
                                  *((3, 1) if args.quick else (8, 1)))
     rows += aug_rows
     print(f"AUG done ({time.perf_counter() - began:.0f} s)", flush=True)

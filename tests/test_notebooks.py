@@ -15,7 +15,7 @@ import pytest
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb"))
 EXPECTED = ["01-explore-metadata", "02-listen-to-clips", "03-format-the-data", "04-define-m5", "05-train-and-test",
-            "06-evaluate-like-a-paper", "07-augment"]
+            "06-evaluate-like-a-paper", "07-augment", "08-raw-or-spectrogram"]
 
 #: Paths that would reveal the machine a notebook ran on (POSIX homes and temp dirs, Windows drives).
 MACHINE_PATH = re.compile(r"(/work/|/tmp/|/root/|/home/|/Users/|/private/var/|/var/folders/|[A-Za-z]:\\\\)")
@@ -53,7 +53,7 @@ def widget_states(nb: dict) -> dict:
     return nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
 
 
-def test_the_seven_notebooks_are_there_in_order():
+def test_the_eight_notebooks_are_there_in_order():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
@@ -189,3 +189,18 @@ def test_augmentation_notebook_names_its_sizes_and_checks_that_every_setting_lea
     assert_sizes_are_named(cells[0], ("FOLDS", "EPOCHS", "WIDTH", "COMPARE", "SEED"))
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and re.search(r"assert worst >= ", everything)
+
+
+def test_front_end_notebook_compares_both_models_on_the_same_folds_and_cites_its_sources():
+    nb = load(NOTEBOOKS_DIR / "08-raw-or-spectrogram.ipynb")
+    cells = code_cells(nb)
+    assert_sizes_are_named(cells[0], ("MODELS", "FOLDS", "EPOCHS", "WIDTH", "BATCH_SIZE", "LR", "SEED"))
+    assert re.search(r'^MODELS = \["m5", "logmel"\]', source(cells[0]), re.M)
+    everything = "\n".join(source(c) for c in cells)
+    assert "crossval.crossval(" in everything and "comparison_table(" in everything
+    assert "comparison_verdict(" in everything and re.search(r"assert worst >= ", everything)
+    assert "compute_filter_responses(" in everything and "mel_filterbank()" in everything
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "| protocol |" in markdown and "unverified" in markdown and "73 %" in markdown
+    assert "torchrun" in markdown and "--model m5,logmel" in markdown
+

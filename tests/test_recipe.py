@@ -54,7 +54,7 @@ def test_the_recipe_line_names_every_value_and_its_source() -> None:
     config = TrainConfig(epochs=8, batch_size=16, lr=5e-3, width=8)
     line = recipe_line(config, {"epochs": "preset mini", "batch_size": "preset mini", "lr": "flag"})
     assert line == ("Recipe: M5 (default) at width 8 (set), 8 epochs (preset mini), batch 16 (preset mini), "
-                    "AdamW (default), lr 0.005 (flag), weight decay 0.05 (default), one-cycle schedule (default), "
+                    "AdamW (default), lr 0.005 (flag), weight decay 0.01 (default), one-cycle schedule (default), "
                     "fp32 (default), seed 0 (default)")
     assert "bf16 autocast (set)" in recipe_line(TrainConfig(amp=True), amp=True)
     assert "fp32 (no native bf16 here) (set)" in recipe_line(TrainConfig(amp=True), amp=False)

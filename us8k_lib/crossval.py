@@ -433,6 +433,35 @@ def comparison_table(results: Sequence[CrossValResult]) -> pd.DataFrame:
     return pd.concat([table.astype(object), stats.astype(object)])
 
 
+def comparison_verdict(results: Sequence[CrossValResult]) -> str:
+    """Word what a two-model comparison over the same folds shows, claiming no more than its numbers.
+
+    It reports the mean paired difference (second model minus first) with its standard error over
+    the folds and how many folds each model won, and says whether the difference is larger than
+    twice its standard error (a rough guide, not a test: with few folds nothing is certain).
+    Used by notebook 8.
+    """
+    a, b = results
+    table = comparison_table([a, b])
+    diff = table.loc[[i for i in table.index if i not in ("mean", "std")], "difference"].astype(float)
+    n = len(diff)
+    names = display_name(a.model), display_name(b.model)
+    won, lost = int((diff > 0).sum()), int((diff < 0).sum())
+    se = float(diff.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    lines = [f"Over {n} test fold(s), {names[1]} minus {names[0]}: {diff.mean():+.3f} mean test accuracy "
+             f"(fold by fold: {', '.join(f'{d:+.3f}' for d in diff)}); {names[1]} scored higher on {won} fold(s), "
+             f"lower on {lost}, the same on {n - won - lost}."]
+    if n < 2 or not np.isfinite(se):
+        lines.append("With one fold there is no spread to compare the difference with: it is one number, not a result.")
+    elif se == 0 or abs(diff.mean()) > 2 * se:
+        lines.append(f"The difference is more than twice its standard error over the folds ({se:.3f}): on these "
+                     f"folds and this data, the direction is consistent.")
+    else:
+        lines.append(f"The difference is within twice its standard error over the folds ({se:.3f}): these folds "
+                     "cannot tell the two apart.")
+    return "\n".join(lines)
+
+
 def _write_comparison(path: Path, table: pd.DataFrame) -> None:
     csv = table.to_csv(float_format="%.6g")
     path.parent.mkdir(parents=True, exist_ok=True)

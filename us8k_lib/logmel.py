@@ -203,3 +203,23 @@ class LogMelCNN(nn.Module):
     def mel_filterbank(self) -> torch.Tensor:
         """Return the mel filters as ``[n_mels, n_fft // 2 + 1]`` weights over the FFT bins (notebook 8)."""
         return self.frontend.mel.mel_scale.fb.T.detach().cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# What each first layer computes (notebook 8)
+
+
+def compute_filter_responses(model: nn.Module, sr: int = TARGET_SR, n_fft: int = N_FFT
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(frequencies [n_fft // 2 + 1] Hz, gains [filters, n_fft // 2 + 1] in dB)`` of a
+    raw-waveform model's first convolution: what each of its learned 80-sample filters lets
+    through, each normalised to its own peak, ordered by the frequency of that peak (low first).
+
+    A raw-waveform CNN learns its own filterbank here, where a log-mel model uses a fixed one
+    (:meth:`LogMelCNN.mel_filterbank`). Used by notebook 8.
+    """
+    weight = model.blocks[0].conv.weight.detach().float().cpu()[:, 0]  # [filters, taps]
+    gains = torch.fft.rfft(weight, n=n_fft).abs()
+    db = 20 * torch.log10(gains / gains.amax(dim=1, keepdim=True).clamp_min(1e-12) + 1e-6)
+    order = torch.argsort(gains.argmax(dim=1), stable=True)
+    return torch.fft.rfftfreq(n_fft, 1 / sr), db[order]

@@ -411,3 +411,92 @@ def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, 
     fig.supxlabel("time (s)", fontsize=8)
     fig.supylabel("frequency (Hz)", fontsize=8)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw waveform or spectrogram? (notebook 8)
+
+
+def plot_front_ends(x: np.ndarray, sr: int, log_mel: np.ndarray, *, title: str = "", hop: int = 128) -> Figure:
+    """Draw one clip as the two kinds of model see it: the waveform (M5's input) above its log-mel
+    spectrogram (the log-mel CNN's input, bands against frames).
+
+    Args:
+        x: the clip as the models get it (mono, ``sr`` Hz).
+        sr: its sample rate.
+        log_mel: ``[bands, frames]`` log-mel energies (e.g. ``LogMelFrontEnd.log_mel``).
+        title: what the clip is.
+        hop: samples between frames (for the time axis).
+
+    Returns:
+        The figure. Used by notebook 8.
+    """
+    fig, (wave_ax, mel_ax) = plt.subplots(2, 1, figsize=(9, 5), layout="constrained", sharex=True)
+    plot_waveform(x, sr, ax=wave_ax, title=f"raw waveform: {len(x):,} samples" + (f" ({title})" if title else ""),
+                  max_points=4000)
+    frames = log_mel.shape[1]
+    image = mel_ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma",
+                          extent=(0, frames * hop / sr, 0, log_mel.shape[0]), interpolation="nearest")
+    mel_ax.set_xlabel("time (s)")
+    mel_ax.set_ylabel("mel band")
+    mel_ax.set_title(f"log-mel spectrogram: {log_mel.shape[0]} bands x {frames} frames = {log_mel.size:,} numbers")
+    fig.colorbar(image, ax=mel_ax, label="log energy", pad=0.01)
+    return fig
+
+
+def plot_filterbanks(freqs: np.ndarray, learned_db: np.ndarray, mel: np.ndarray, *,
+                     learned_title: str = "M5's first layer (learned)") -> Figure:
+    """Draw two filterbanks side by side as images, filters against frequency: a raw-waveform
+    model's learned first-layer filters (gains in dB, e.g. from
+    ``logmel.compute_filter_responses``) and the log-mel front end's fixed mel filters.
+
+    Returns:
+        The figure. Used by notebook 8.
+    """
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    top = float(freqs[-1])
+    im = a.imshow(np.asarray(learned_db), origin="lower", aspect="auto", cmap="viridis", vmin=-30, vmax=0,
+                  extent=(0, top, 0, len(learned_db)), interpolation="nearest")
+    a.set_title(learned_title)
+    a.set_xlabel("frequency (Hz)")
+    a.set_ylabel("filter (sorted by peak frequency)")
+    fig.colorbar(im, ax=a, label="gain (dB, each filter's peak = 0)", pad=0.01)
+    mel = np.asarray(mel)
+    im = b.imshow(mel / np.maximum(mel.max(axis=1, keepdims=True), 1e-12), origin="lower", aspect="auto",
+                  cmap="viridis", extent=(0, top, 0, len(mel)), interpolation="nearest")
+    b.set_title(f"log-mel front end: {len(mel)} mel filters (fixed)")
+    b.set_xlabel("frequency (Hz)")
+    b.set_ylabel("mel band")
+    fig.colorbar(im, ax=b, label="weight (each filter's peak = 1)", pad=0.01)
+    return fig
+
+
+def plot_fold_comparison(table: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Draw two or more models' test accuracy per fold side by side, with each model's mean.
+
+    Args:
+        table: :func:`us8k_lib.crossval.comparison_table` (columns ``MODEL acc``; rows per test
+            fold, then ``mean`` and ``std``).
+
+    Returns:
+        The figure. Used by notebook 8.
+    """
+    fig, ax = _axes(ax, (7, 3.8))
+    folds = [i for i in table.index if i not in ("mean", "std")]
+    models = [c.removesuffix(" acc") for c in table.columns if c.endswith(" acc")]
+    x = np.arange(len(folds))
+    width = 0.8 / len(models)
+    for k, model in enumerate(models):
+        values = table.loc[folds, f"{model} acc"].astype(float).to_numpy()
+        mean, std = float(table.loc["mean", f"{model} acc"]), float(table.loc["std", f"{model} acc"])
+        ax.bar(x + (k - (len(models) - 1) / 2) * width, values, width=width, color=f"C{k}",
+               label=f"{model}: mean {mean:.3f} ± {std:.3f}")
+        ax.axhline(mean, color=f"C{k}", lw=1, ls="--")
+    ax.set_xticks(x, [str(f) for f in folds])
+    ax.set_xlabel("test fold")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.set_title(title or "The same folds, two front ends")
+    return fig
+

@@ -9,9 +9,10 @@ decoded every WAV on every access; here the clips come from the preprocessing ca
 (:mod:`us8k_lib.dataset`), in an order that depends on (seed, epoch) alone
 (:mod:`us8k_lib.batches`), and the schedule follows the optimizer.
 
-:func:`fit` reads as the run it performs: restore a checkpoint (:func:`_restore`), prepare the data
-(:func:`_prepare_data`: formatted once, on one rank under torchrun), build the model, optimizer,
-schedule and augmenter (:func:`_build_parts`), then per epoch train, evaluate, remember the epoch
+:func:`fit` reads as the run it performs: prepare the data (:func:`_prepare_data`: formatted once,
+on one rank under torchrun), check a checkpoint is this run's (:func:`us8k_lib.runs.check_resumable`),
+build the model, optimizer, schedule and augmenter (:func:`_build_parts`), restore the checkpoint
+(:func:`_restore`), then per epoch train and evaluate (:func:`_run_epoch`), remember the epoch
 validation prefers and save (:func:`_save_epoch`), and at the end report the selected epoch
 (:func:`_select`). A run folder (:mod:`us8k_lib.runs`) is rewritten atomically after each epoch,
 so an interrupted run resumes and finishes with the same weights as one that never stopped (bit
@@ -345,6 +346,37 @@ def train_one_epoch(model: torch.nn.Module, loader: Any, optimizer: torch.optim.
     return loss_sum.item() / seen.item(), correct.item() / seen.item()
 
 
+def _run_epoch(epoch: int, config: TrainConfig, parts: _Parts, data: _Data,
+               evaluate_on: Callable[[Dataset], EvalResult], *, device: torch.device, amp: bool, rank: int,
+               ddp: bool, progress: bool) -> tuple[dict[str, Any], EvalResult | None, EvalResult]:
+    """Train one epoch (its order and augmentation seeded from (seed, epoch)), then evaluate the
+    validation and test folds; return (history row, validation, test)."""
+    t0 = time.perf_counter()
+    lr = parts.optimizer.param_groups[0]["lr"]
+    parts.sampler.set_epoch(epoch)
+    if parts.augmenter is not None:
+        from us8k_lib.augment import augment_seed
+
+        parts.augmenter.manual_seed(augment_seed(config.seed, epoch, rank))
+    train_loss, train_acc = train_one_epoch(
+        parts.model, parts.batches, parts.optimizer, parts.scheduler if parts.per_batch else None,
+        device=device, amp=amp, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
+        augment=parts.augmenter, distributed=ddp)
+    if not parts.per_batch:
+        parts.scheduler.step()  # after the epoch's optimizer steps (the tutorial did it before)
+    if ddp:
+        broadcast_buffers(parts.net)
+    validation = evaluate_on(data.val) if data.val is not None else None
+    test = evaluate_on(data.test)
+    row = {
+        "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+        "val_loss": validation.loss if validation else None,
+        "val_acc": validation.accuracy if validation else None,
+        "test_loss": test.loss, "test_acc": test.accuracy, "seconds": time.perf_counter() - t0,
+    }
+    return row, validation, test
+
+
 def _format_epoch(row: dict[str, Any], epochs: int) -> str:
     width = len(str(epochs))
     val = f"val acc {row['val_acc']:.3f}  " if row.get("val_acc") is not None else ""
@@ -540,30 +572,8 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
 
         evaluation = None
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            t0 = time.perf_counter()
-            lr = parts.optimizer.param_groups[0]["lr"]
-            parts.sampler.set_epoch(epoch)
-            if parts.augmenter is not None:
-                from us8k_lib.augment import augment_seed
-
-                parts.augmenter.manual_seed(augment_seed(config.seed, epoch, rank))
-            train_loss, train_acc = train_one_epoch(
-                parts.model, parts.batches, parts.optimizer, parts.scheduler if parts.per_batch else None,
-                device=device, amp=amp, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
-                augment=parts.augmenter, distributed=ddp)
-            if not parts.per_batch:
-                parts.scheduler.step()  # after the epoch's optimizer steps (the tutorial did it before)
-            if ddp:
-                broadcast_buffers(parts.net)
-            validation = evaluate_on(data.val) if data.val is not None else None
-            evaluation = evaluate_on(data.test)
-            row = {
-                "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                "val_loss": validation.loss if validation else None,
-                "val_acc": validation.accuracy if validation else None,
-                "test_loss": evaluation.loss, "test_acc": evaluation.accuracy,
-                "seconds": time.perf_counter() - t0,
-            }
+            row, validation, evaluation = _run_epoch(epoch, config, parts, data, evaluate_on, device=device, amp=amp,
+                                                     rank=rank, ddp=ddp, progress=progress)
             history.append(row)
             is_best = validation is not None and selected_epoch(history) == epoch
             if is_best:
