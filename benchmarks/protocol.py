@@ -35,7 +35,7 @@ import torch
 
 from us8k_lib.crossval import fold_roles
 from us8k_lib.dataset import build_cache
-from us8k_lib.metadata import CLASSES, load_metadata
+from us8k_lib.metadata import load_metadata
 from us8k_lib.model import build_model, display_name
 
 SR, SECONDS = 8000, 4

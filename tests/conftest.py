@@ -58,7 +58,7 @@ def tiny_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     from us8k_lib.train import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("tiny-run")
-    config = TrainConfig(epochs=1, batch_size=16, width=8, seed=0)
+    config = TrainConfig(epochs=1, batch_size=16, lr=3e-3, width=8, seed=0)  # small for testing
     fit(config, tiny_root, out, cache_dir=tmp_path_factory.mktemp("tiny-cache"), progress=False, verbose=False)
     return out / CHECKPOINT_NAME
 

@@ -763,6 +763,11 @@ def _wait_for_prediction(steps: Steps, cell: Locator, name: str, description: st
     return top
 
 
+def _wait_for_prediction_after(steps: Steps, cell: Locator, path: Path) -> list[tuple[str, int]]:
+    _choose_file(steps, cell, str(path))
+    return _wait_for_prediction(steps, cell, path.name, "PCM 16-bit mono 44.1 kHz, 30.00 s")
+
+
 def test_upload_widget_classifies_a_real_clip_and_reports_a_corrupt_file(upload_lab: LabServer,
                                                                           tmp_path: Path, real_sample: Path) -> None:
     """Through JupyterLab's upload button: a real clip gets a top-3, a corrupt file a clear message."""
@@ -803,6 +808,21 @@ def test_upload_widget_classifies_a_real_clip_and_reports_a_corrupt_file(upload_
                 steps.shot(f"{UPLOAD_PREFIX}02-real-clip")
                 cell.screenshot(path=str(ARTIFACTS / f"{UPLOAD_PREFIX}02-real-clip-cell.png"))
 
+            with steps.step("upload a 30 s recording (10 s of silence, then a real siren): it is classified "
+                            "window by window"):
+                import numpy as np
+                import soundfile as sf
+
+                siren, sr = sf.read(real_sample / "audio" / "fold1" / "157867-8-0-27.wav", dtype="float32")
+                long = tmp_path / "thirty-seconds.wav"
+                sf.write(long, np.concatenate([np.zeros(10 * sr, np.float32)] + [siren] * 5), sr, subtype="PCM_16")
+                _wait_for_prediction_after(steps, cell, long)
+                html = cell.evaluate(_UPLOADER_JS)["html"]
+                assert "30.0 s, 14 windows of 4 s (hop 2 s)" in html and "silent left out" in html, html
+                assert "(mean over windows)" in html, html
+                steps.shot(f"{UPLOAD_PREFIX}03-long-recording")
+                cell.screenshot(path=str(ARTIFACTS / f"{UPLOAD_PREFIX}03-long-recording-cell.png"))
+
             with steps.step("upload a corrupt file: the widget says what is wrong with which file"):
                 _choose_file(steps, cell, {"name": "corrupt.wav", "mimeType": "audio/wav", "buffer": CORRUPT_WAV})
                 expected = "Cannot classify corrupt.wav: truncated or invalid WAV header"
@@ -816,11 +836,11 @@ def test_upload_widget_classifies_a_real_clip_and_reports_a_corrupt_file(upload_
                 assert not _RANK.findall(state["html"]) and state["images"] == 0 and state["audios"] == 0, state
                 assert "Traceback" not in state["html"] and state["stderr"] == "", state
                 _assert_no_widget_errors(page)
-                steps.shot(f"{UPLOAD_PREFIX}03-corrupt-file")
+                steps.shot(f"{UPLOAD_PREFIX}04-corrupt-file")
 
             with steps.step("the widget keeps working: upload another real clip (8 kHz street music)"):
                 _choose_file(steps, cell, str(street))
                 _wait_for_prediction(steps, cell, street.name, "PCM 16-bit stereo 8 kHz, 4.00 s")
-                steps.shot(f"{UPLOAD_PREFIX}04-after-the-error")
+                steps.shot(f"{UPLOAD_PREFIX}05-after-the-error")
         finally:
             context.close()

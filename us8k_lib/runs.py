@@ -174,10 +174,11 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
         ckpt = load_checkpoint(run / CHECKPOINT_NAME)
     except CheckpointError:
         return "empty"
-    saved = DatasetIdentity.from_dict(ckpt["dataset"]) if isinstance(ckpt.get("dataset"), dict) else None
-    if saved is not None and saved.differences(dataset):
-        raise _mismatch(run, saved, dataset, remedy)
-    if saved is None or config_differences(ckpt["config"], config):
+    try:  # the same check as train --resume
+        check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)
+    except RunMismatchError:
+        raise _mismatch(run, DatasetIdentity.from_dict(ckpt["dataset"]), dataset, remedy) from None
+    except CheckpointError:  # other settings (or no dataset recorded): start over, as asked
         return "other settings"
     return "resumable" if int(ckpt["epoch"]) < int(config["epochs"]) else "other settings"
 
