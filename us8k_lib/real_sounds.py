@@ -197,7 +197,8 @@ def _result_figure(prediction: Prediction, k: int) -> Figure:
         wave_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
     heard = sound.resampled if several else sound.model_input
     plots.plot_waveform(heard, sound.model_sr, ax=wave_ax, max_points=4000,
-                        title=f"what the model hears: {sound.model_sr:,} Hz mono, {sound.what_was_classified()}")
+                        title=f"what the model hears: {sound.model_sr:,} Hz mono, "
+                              f"{len(heard) / sound.model_sr:g} s" + (f", {len(sound.windows)} windows" if several else ""))
     names = [name for name, _ in top][::-1]
     probs = [p for _, p in top][::-1]
     bars = bar_ax.barh(names, probs, color=["#bbbbbb"] * (len(top) - 1) + ["#2e86c1"])
@@ -332,18 +333,16 @@ class SoundUploader:
 
     def _show_problem(self, name: str, problem: str) -> None:
         self.sound, self.prediction, self.top, self.problem = None, None, None, problem
-        self.info.value = (f"<b style='color:#c0392b'>Cannot classify {html.escape(name)}: "
-                           f"{html.escape(problem)}</b><br><small>Try another file.</small>")
         self.players.children = ()
         self.image.value = b""
         self.image.layout.display = "none"
         self.ranking.value = ""
+        self.info.value = (f"<b style='color:#c0392b'>Cannot classify {html.escape(name)}: "
+                           f"{html.escape(problem)}</b><br><small>Try another file.</small>")
 
     def _show_result(self, name: str, prediction: Prediction) -> None:
         sound = prediction.sound
         self.sound, self.prediction, self.top, self.problem = sound, prediction, prediction.top(self.k), None
-        self.info.value = (f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {sound.duration:.2f} s; "
-                           f"classified: <span class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
         players = listen.make_players([
             ("your file", sound.samples[:, 0] if sound.samples.shape[1] == 1 else sound.samples, sound.sr),
             ("what the model hears", sound.resampled, sound.model_sr)])
@@ -355,6 +354,9 @@ class SoundUploader:
         fig = _result_figure(prediction, self.k)
         self.image.value = listen.figure_bytes(fig, fmt="png")
         self.image.layout.display = None
+        # The file's name last: once it shows, everything below it is this file's.
+        self.info.value = (f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {sound.duration:.2f} s; "
+                           f"classified: <span class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
 
     def snapshot(self) -> Any:
         """Return the current picture as an ``IPython.display.Image`` (a copy that shows without widgets)."""
