@@ -457,7 +457,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
     from us8k_lib.augment import AUGMENT_PRESETS, Augmenter
     from us8k_lib.devices import autocast, decide_amp
 
-    amp = decide_amp(device)
+    amp = decide_amp(device, FIT.amp)  # as fit decides: fp32 unless --amp
 
     def sync() -> None:
         if device.type == "cuda":
