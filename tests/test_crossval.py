@@ -222,3 +222,34 @@ def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_d
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         crossval(config, tiny_root, folds=[1], out=tmp_path / "x", jobs=0)
 
+
+
+def _result(model: str, accs: list[float], epochs: list[int]) -> object:
+    from us8k_lib.crossval import FOLD_COLUMNS, CrossValResult
+
+    folds = pd.DataFrame([{"test_fold": f, "val_fold": f - 1 or 10, "n_test": 40, "selected_epoch": e,
+                           "val_acc": a, "test_acc": a, "test_acc_last": a, "best_test_epoch": e,
+                           "best_test_acc": a} for f, (a, e) in enumerate(zip(accs, epochs), start=1)],
+                         columns=FOLD_COLUMNS)
+    return CrossValResult(model=model, folds=folds, per_class=pd.DataFrame(), per_class_by_fold=pd.DataFrame(),
+                          confusion=np.zeros((10, 10), dtype=np.int64), dataset_folds=list(range(1, 11)), out=Path("x"))
+
+
+def test_the_comparison_is_paired_and_its_verdict_says_no_more_than_the_numbers() -> None:
+    from us8k_lib.crossval import comparison_table, comparison_verdict
+
+    a = _result("m5", [0.80, 0.70, 0.90], [3, 4, 2])
+    b = _result("logmel", [0.85, 0.80, 0.95], [2, 4, 4])
+    table = comparison_table([a, b])
+    assert list(table.index) == [1, 2, 3, "mean", "std"]
+    assert list(table["difference"].iloc[:3].astype(float).round(3)) == [0.05, 0.10, 0.05]
+    assert table.loc["mean", "LogMel-CNN acc"] == pytest.approx(0.8667, abs=1e-4)
+    assert list(table["M5 epoch"].iloc[:3]) == [3, 4, 2]
+    verdict = comparison_verdict([a, b])
+    assert "+0.067 mean test accuracy" in verdict and "higher on 3 fold(s), lower on 0" in verdict
+    assert "more than twice its standard error" in verdict  # 0.067 against a standard error of 0.017
+    mixed = comparison_verdict([a, _result("logmel", [0.85, 0.65, 0.92], [1, 1, 1])])
+    assert "cannot tell the two apart" in mixed
+    assert "one number, not a result" in comparison_verdict([_result("m5", [0.8], [1]), _result("logmel", [0.9], [1])])
+    with pytest.raises(ValueError, match="at least two"):
+        comparison_table([a])

@@ -197,3 +197,37 @@ def test_fold_accuracies_plot_shows_each_fold_and_the_mean() -> None:
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "mean 0.800 ± 0.100" in labels
     plt.close(fig)
+
+
+def test_fold_comparison_draws_one_bar_per_model_and_fold_and_each_mean() -> None:
+    import pandas as pd
+
+    from us8k_lib.plots import plot_fold_comparison
+
+    table = pd.DataFrame({"M5 acc": [0.8, 0.7, 0.75, 0.07], "M5 epoch": [1, 2, 1.5, 0.7],
+                          "LogMel-CNN acc": [0.9, 0.6, 0.75, 0.21], "LogMel-CNN epoch": [2, 2, 2, 0],
+                          "difference": [0.1, -0.1, 0.0, 0.14]}, index=[1, 2, "mean", "std"])
+    fig = plot_fold_comparison(table)
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [0.6, 0.7, 0.8, 0.9]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["M5: mean 0.750 ± 0.070", "LogMel-CNN: mean 0.750 ± 0.210"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+
+
+def test_filter_responses_find_each_filters_band() -> None:
+    import torch
+
+    from us8k_lib.logmel import compute_filter_responses
+    from us8k_lib.model import build_model
+
+    model = build_model("m5", width=2)
+    t = torch.arange(80) / 8000
+    with torch.no_grad():  # two filters: a 3 kHz and a 500 Hz cosine under a Hann window
+        model.blocks[0].conv.weight[:, 0] = torch.stack([torch.cos(2 * torch.pi * 3000 * t),
+                                                         torch.cos(2 * torch.pi * 500 * t)]) * torch.hann_window(80)
+    freqs, db = compute_filter_responses(model)
+    assert freqs[-1] == 4000 and db.shape == (2, 257) and db.max() <= 0
+    peaks = freqs[db.argmax(dim=1)]
+    assert abs(peaks[0] - 500) < 40 and abs(peaks[1] - 3000) < 40  # sorted: the low filter first

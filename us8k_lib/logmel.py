@@ -220,6 +220,6 @@ def compute_filter_responses(model: nn.Module, sr: int = TARGET_SR, n_fft: int =
     """
     weight = model.blocks[0].conv.weight.detach().float().cpu()[:, 0]  # [filters, taps]
     gains = torch.fft.rfft(weight, n=n_fft).abs()
-    db = 20 * torch.log10(gains / gains.amax(dim=1, keepdim=True).clamp_min(1e-12) + 1e-6)
+    db = 20 * torch.log10((gains / gains.amax(dim=1, keepdim=True).clamp_min(1e-12)).clamp_min(1e-6))
     order = torch.argsort(gains.argmax(dim=1), stable=True)
     return torch.fft.rfftfreq(n_fft, 1 / sr), db[order]

@@ -334,13 +334,18 @@ def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: 
     ax.plot(x, folds["best_test_acc"], "_", color="C3", ms=14, mew=2, label="best epoch on the test fold (optimistic)")
     ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2, lw=0)
     ax.axhline(mean, color="0.2", lw=1, ls="--", label=f"mean {mean:.3f} ± {std:.3f}")
-    ax.set_xticks(x, [str(int(f)) for f in folds["test_fold"]])
+    _fold_axes(ax, x, [str(int(f)) for f in folds["test_fold"]], title or "Cross-validation: one bar per test fold", 7)
+    return fig
+
+
+def _fold_axes(ax: Axes, x: np.ndarray, folds: list[str], title: str, legend_size: int) -> None:
+    """Label a chart of accuracy per test fold, its legend below it."""
+    ax.set_xticks(x, folds)
     ax.set_xlabel("test fold")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    ax.set_title(title or "Cross-validation: one bar per test fold")
-    return fig
+    ax.legend(fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.set_title(title)
 
 
 def plot_aliasing_comparison(
@@ -492,11 +497,6 @@ def plot_fold_comparison(table: pd.DataFrame, *, ax: Axes | None = None, title: 
         ax.bar(x + (k - (len(models) - 1) / 2) * width, values, width=width, color=f"C{k}",
                label=f"{model}: mean {mean:.3f} ± {std:.3f}")
         ax.axhline(mean, color=f"C{k}", lw=1, ls="--")
-    ax.set_xticks(x, [str(f) for f in folds])
-    ax.set_xlabel("test fold")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    ax.set_title(title or "The same folds, two front ends")
+    _fold_axes(ax, x, [str(f) for f in folds], title or "The same folds, two front ends", 8)
     return fig
 
