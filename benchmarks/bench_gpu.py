@@ -139,6 +139,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def compiled_rate(name: str, device: torch.device, s: Settings, mode: str) -> tuple[float, float]:
+    """Return (training clips/s, seconds of the first two steps) of model ``name`` compiled with
+    ``torch.compile(mode=mode)`` on one batch kept on the device (the model and optimizer alone),
+    in fp32: "default" fuses kernels, "reduce-overhead" also replays the step's kernels as CUDA
+    graphs (no launch overhead), "max-autotune" searches kernel configurations as well."""
+    config = TrainConfig(model=name)
+    torch.manual_seed(0)
+    model = build_model(name, n_classes=len(CLASSES), width=s.width, normalize=config.normalize).to(device)
+    step_model = torch.compile(model, mode=mode)
+    optimizer = make_optimizer(config, model)
+    data = SyntheticClips(s.batch)
+    x, y = data.__getitems__(range(s.batch)).waveforms.to(device), data.labels[: s.batch].to(device)
+    t0 = time.perf_counter()
+    train_one_epoch(step_model, [(x, y)] * 2, optimizer, device=device, progress=False)
+    _sync(device)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_one_epoch(step_model, [(x, y)] * s.steps, optimizer, device=device, progress=False)
+    _sync(device)
+    return s.batch * s.steps / (time.perf_counter() - t0), warm
+
+
 def train_rate(name: str, device: torch.device, amp: bool, s: Settings, batch: int, through_loader: bool) -> float:
     """Return training clips/s of model ``name``: train_one_epoch over ``s.steps`` batches, timed.
 
@@ -323,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="training loader workers (default: make_loader's, as train uses)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--compile-modes", default=None,
+                        help="also time the model-alone step under torch.compile in these modes, e.g. "
+                             "default,reduce-overhead (CUDA graphs),max-autotune (slow to compile on a CPU)")
     parser.add_argument("--protocol", action="store_true",
                         help="time the real crossval command end to end on a full-size synthetic dataset "
                              "(10 folds x --epochs for M5, --epochs-other for the others), see benchmarks/protocol.py")
@@ -380,6 +405,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     print_table(results, s, args.epochs)
+    compiled = []
+    for mode in [m.strip() for m in (args.compile_modes or "").split(",") if m.strip()]:
+        for r in results:
+            rate, warm = compiled_rate(r.model, device, s, mode)
+            compiled.append({"model": r.model, "mode": mode, "clips_per_s": rate, "compile_s": warm,
+                             "vs_eager": rate / r.compute_fp32})
+            print(f"{r.title} alone, torch.compile mode={mode}: {rate:,.0f} clips/s fp32 "
+                  f"({rate / r.compute_fp32:.2f}x eager; first two steps {warm:.0f} s)", flush=True)
     default = TrainConfig()
     print(f"epoch = {sum(sizes[f] for f in default.folds_to_train):,} clips trained (folds 1-9) + "
           f"{sizes[default.test_fold]:,} evaluated (fold {default.test_fold}); 10-fold = crossval's default "
@@ -390,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_lines(device), "device": str(device), "train_precision":
             "bf16" if amp_in_train else "fp32", "settings": asdict(s), "epochs": args.epochs,
             "fold_sizes": sizes, "loader_clips_per_s": data_rate, "results": [asdict(r) for r in results],
+            "compiled": compiled,
         })
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"bf16/fp32 training speed-up on {where}: "
