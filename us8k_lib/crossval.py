@@ -490,8 +490,7 @@ def crossval_command(args: argparse.Namespace) -> int:
     with dist.process_group(choose_device("auto" if args.device is None else args.device)):
         main = dist.is_main()
         for model in models:
-            args.model = model
-            config, sources, note = config_from_args(args, root)
+            config, sources, note = config_from_args(args, root, model=model)
             if main:
                 print(f"{recipe_line(config, sources)}; {note}")
                 if model == models[0]:

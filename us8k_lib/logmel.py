@@ -18,8 +18,9 @@ The front end, and why each choice:
   to 512, short enough for a gun shot's onset); a 16 ms hop gives the CNN time steps fine enough
   to pool four times.
 - **64 mel bands from 0 Hz to 4 kHz** (Slaney's mel scale, area-normalised filters). At 8 kHz the
-  spectrum stops at 4 kHz, and 128 bands (SB-CNN's) would put several bands on a single FFT bin
-  in the low range; 64 keep every band at least about one bin wide.
+  spectrum stops at 4 kHz: with 128 bands (SB-CNN's) the low bands' peaks would sit one 15.6 Hz
+  FFT bin apart, so neighbouring bands would mostly repeat each other; with 64 they sit two to
+  three bins apart.
 - **log(mel power + 1e-6).** The model scales each clip to unit RMS first (``normalize``), so a
   clip's band energies sit around 1e-3 to 1e2; the offset puts a floor 60 dB under that, so zero
   padding and digital silence map to a finite value instead of minus infinity, and quiet bands

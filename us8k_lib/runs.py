@@ -36,6 +36,7 @@ import pandas as pd
 
 from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_atomic, write_json
 from us8k_lib.errors import CheckpointError, RunMismatchError
+from us8k_lib.recipe import TrainConfig
 
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
@@ -252,7 +253,7 @@ def weights_file(path: str | Path) -> tuple[Path, str]:
 # The run files
 
 
-def write_run_files(out: Path, *, config: Mapping[str, Any], history: list[dict[str, Any]], test: Any,
+def write_run_files(out: Path, *, config: TrainConfig, history: list[dict[str, Any]], test: Any,
                     selected: Any, device: str, amp: bool, skipped: list[tuple[str, str]],
                     dataset: DatasetIdentity, data_path: str) -> None:
     """Write history.json, metrics.json and predictions.csv (atomically) for the epochs so far.
@@ -264,28 +265,23 @@ def write_run_files(out: Path, *, config: Mapping[str, Any], history: list[dict[
     write_json(out / HISTORY_NAME, history)
     chosen = selected_epoch(history)
     metrics = {
-        "model": config["model"], "epoch": history[-1]["epoch"], "epochs": config["epochs"],
+        "model": config.model, "epoch": history[-1]["epoch"], "epochs": config.epochs,
         # which fold played which role: the test fold never chooses anything
-        "folds": {"train": list(config["train_folds"] or _train_folds(config)), "validation": config["val_fold"],
-                  "test": config["test_fold"]},
-        "test_fold": config["test_fold"],
+        "folds": {"train": list(config.folds_to_train), "validation": config.val_fold, "test": config.test_fold},
+        "test_fold": config.test_fold,
         "test": test.to_dict(),
         "selected": None if selected is None else {
-            "epoch": chosen, "chosen_by": f"best validation accuracy on fold {config['val_fold']}",
+            "epoch": chosen, "chosen_by": f"best validation accuracy on fold {config.val_fold}",
             "val_acc": history[chosen - 1]["val_acc"], "weights": BEST_NAME, "test": selected.to_dict(),
         },
         "reported": {"weights": BEST_NAME if selected is not None else CHECKPOINT_NAME,
                      "epoch": chosen if selected is not None else history[-1]["epoch"]},
         "device": device, "amp": amp, "data": data_path, "dataset": dataset.to_dict(),
-        "root": dataset.root, "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": dict(config),
+        "root": dataset.root, "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),
     }
     write_json(out / METRICS_NAME, metrics)
     csv = (selected or test).predictions.to_csv(index=False)
     write_atomic(out / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
-
-
-def _train_folds(config: Mapping[str, Any]) -> list[int]:
-    return [f for f in range(1, 11) if f not in (config["test_fold"], config["val_fold"])]
 
 
 def default_run_dir(command: str, model: str, root: str | Path, test_fold: int | None = None) -> Path:

@@ -448,7 +448,7 @@ def _save_epoch(out: Path, parts: _Parts, config: TrainConfig, data: _Data, hist
     save_checkpoint(out / CHECKPOINT_NAME, ckpt)
     if is_best:  # what predict and crossval use: the weights validation chose
         save_checkpoint(out / BEST_NAME, _best_state(ckpt, best))
-    write_run_files(out, config=config.to_dict(), history=history, test=evaluation, selected=None,
+    write_run_files(out, config=config, history=history, test=evaluation, selected=None,
                     device=device.type, amp=amp, skipped=data.skipped, dataset=data.identity,
                     data_path=data.path.kind)
 
@@ -589,7 +589,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | None = None, out: 
             evaluation = evaluate_on(data.test)
         selected = _select(parts, best, lambda: evaluate_on(data.test))
         if selected is not None and out_dir is not None and main:
-            write_run_files(out_dir, config=config.to_dict(), history=history, test=evaluation, selected=selected,
+            write_run_files(out_dir, config=config, history=history, test=evaluation, selected=selected,
                             device=device.type, amp=amp, skipped=data.skipped, dataset=data.identity,
                             data_path=data.path.kind)
         if ddp:
@@ -631,11 +631,12 @@ def train_command(args: argparse.Namespace) -> int:
     one model over all ranks with DistributedDataParallel; rank 0 logs and writes the run folder.
     """
     from us8k_lib.distributed import process_group
+    from us8k_lib.model import parse_model_name
     from us8k_lib.paths import choose_root
     from us8k_lib.recipe import config_from_args, flag_values
 
     root, where = choose_root(args.root)
-    model_name = TrainConfig(model=flag_values(args).get("model", "m5")).model
+    model_name = parse_model_name(flag_values(args).get("model", "m5"))
     out = Path(args.out) if args.out else default_run_dir("train", model_name, root, args.test_fold)
     base = TrainConfig.from_dict(load_checkpoint(out / CHECKPOINT_NAME)["config"]) if args.resume else None
     config, sources, note = config_from_args(args, root, base=base, test_fold=args.test_fold)
