@@ -1,11 +1,14 @@
-"""The product speaks only of itself: the front page, the docs, the package, the notebooks (cell
-sources and outputs) and the benchmarks must not read like a development log. A hit names the file,
-the line and the rule it broke, so it can be reworded where it stands."""
+"""What a reader meets first. The product speaks only of itself: the front page, the docs, the
+package, the notebooks (cell sources and outputs) and the benchmarks must not read like a
+development log; a hit names the file, the line and the rule it broke, so it can be reworded where
+it stands. And the README stays a front page: short, linking every docs page, with links that
+resolve and the supported Pythons of pyproject.toml in its first lines."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +133,48 @@ def test_a_hit_names_file_line_and_notebook_cell(tmp_path: Path) -> None:
          "outputs": [{"output_type": "stream", "text": ["ok\n", "see issue 11\n"]}]},
     ]}), encoding="utf-8")
     assert scan(nb) == [f"{nb} cell 1 output line 2: cites an issue number: see issue 11"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The front page
+
+README_MAX_LINES = 180
+#: A Markdown link's target: ``[text](target)``, without its ``#anchor``.
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def local_links(path: Path) -> list[str]:
+    """Return the targets of a Markdown file's links that point inside the repository."""
+    return [t for t in LINK.findall(path.read_text(encoding="utf-8")) if not re.match(r"^[a-z]+:", t)]
+
+
+def test_readme_is_a_front_page_that_links_every_docs_page() -> None:
+    readme = ROOT / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+    linked = {(ROOT / t).resolve() for t in local_links(readme)}
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    assert pages, "docs/ has no pages"
+    missing = [p.name for p in pages if p.resolve() not in linked]
+    assert not missing, f"README.md does not link docs/{', docs/'.join(missing)}"
+    indexed = {(ROOT / "docs" / t).resolve() for t in local_links(ROOT / "docs" / "README.md")}
+    unindexed = [p.name for p in pages if p.name != "README.md" and p.resolve() not in indexed]
+    assert not unindexed, f"docs/README.md does not list {', '.join(unindexed)}"
+
+
+def test_every_local_link_in_readme_and_docs_resolves() -> None:
+    broken = sorted({f"{path.relative_to(ROOT)}: {target}"
+                     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+                     for target in local_links(path) if not (path.parent / target).exists()})
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+
+
+def test_readme_names_the_supported_pythons_in_its_first_lines() -> None:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    lowest = re.search(r">=\s*3\.(\d+)", requires)
+    assert lowest, f"pyproject.toml requires-python {requires!r} has no lower bound"
+    head = "\n".join((ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:10])
+    named = re.search(r"Python\s+3\.(\d+)[–-]3\.(\d+)", head)
+    assert named, "README.md's first 10 lines do not say which Pythons (e.g. 'Python 3.11–3.14')"
+    assert int(named.group(1)) == int(lowest.group(1)), \
+        f"README.md says Python 3.{named.group(1)}+ but pyproject.toml requires {requires}"
