@@ -84,7 +84,7 @@ RAW_WAVEFORM_MODELS = tuple(SPECS)
 MODEL_NAMES = (*RAW_WAVEFORM_MODELS, "logmel")
 
 #: Parameter counts (10 classes) of Table 1 of Dai et al. (2017), rounded as the paper prints
-#: them, as quoted in this project's issue 11 (not re-read from the PDF here). M5 is not listed:
+#: them (notebook 4 compares them with the exact counts). M5 is not listed:
 #: its reference is the original tutorial's network, 559,114 parameters exactly. Used by notebook 4.
 PAPER_PARAMETERS: dict[str, float] = {"m3": 0.2e6, "m11": 1.8e6, "m18": 3.7e6, "m34res": 4.0e6}
 
