@@ -1,0 +1,87 @@
+"""Which sizes the training notebooks use on which dataset, and the checks that run only where calibrated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from us8k_lib import notebook_settings
+from us8k_lib.mini import MARKER_NAME
+
+
+@pytest.fixture(scope="module")
+def unmarked_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset's metadata and folders without its marker: a dataset in UrbanSound8K's layout."""
+    root = tmp_path_factory.mktemp("unmarked-settings") / "UrbanSound8K"
+    shutil.copytree(tiny_root / "metadata", root / "metadata")
+    return root
+
+
+def test_auto_is_small_on_the_generated_dataset_even_with_a_gpu(tiny_root):
+    use = notebook_settings.choose("auto", tiny_root, gpu=True)
+    assert (use.name, use.generated, use.calibrated) == ("small", True, True)
+    assert use.pick(small=4, full=30, quick=1) == 4
+
+
+def test_auto_is_the_full_recipe_on_other_data_with_a_gpu_and_small_without(unmarked_root):
+    gpu = notebook_settings.choose("auto", unmarked_root, gpu=True)
+    assert gpu.name == "full" and gpu.pick(small=4, full=30) == 30 and not gpu.generated
+    cpu = notebook_settings.choose("auto", unmarked_root, gpu=False)
+    assert cpu.name == "small" and "no GPU" in cpu.why and "'full'" in cpu.why
+
+
+def test_the_bundled_sample_is_small_but_not_calibrated(real_sample):
+    use = notebook_settings.choose("auto", real_sample, gpu=True)
+    assert use.name == "small" and not use.calibrated
+
+
+@pytest.mark.parametrize("asked", ["small", "full", "quick", " Quick "])
+def test_an_explicit_choice_wins(asked, unmarked_root):
+    use = notebook_settings.choose(asked, unmarked_root, gpu=False)
+    assert use.name == asked.strip().lower() and "as asked" in use.why
+
+
+def test_quick_falls_back_to_small_where_it_has_no_value_of_its_own(tiny_root):
+    use = notebook_settings.choose("quick", tiny_root, gpu=False)
+    assert use.pick(small=16, full=128) == 16 and use.pick(small=4, full=30, quick=1) == 1
+    assert not use.calibrated  # thresholds were set with the small settings, not after one epoch
+
+
+def test_a_misspelt_choice_names_the_variable_and_the_choices(tiny_root):
+    with pytest.raises(ValueError, match=r"US8K_NOTEBOOK_SETTINGS.*'fast'.*auto, small, full, quick"):
+        notebook_settings.choose("fast", tiny_root, gpu=False)
+
+
+def test_check_asserts_only_where_calibrated(tiny_root, unmarked_root):
+    calibrated = notebook_settings.choose("small", tiny_root, gpu=False)
+    assert calibrated.check(True, "boom", "that it holds").startswith("checked that it holds")
+    with pytest.raises(AssertionError, match="boom"):
+        calibrated.check(False, "boom", "that it holds")
+    elsewhere = notebook_settings.choose("small", unmarked_root, gpu=False)
+    line = elsewhere.check(False, "boom", "that it holds")
+    assert line.startswith("not checked that it holds") and "generated mini dataset" in line
+
+
+def test_report_says_the_set_the_sizes_the_cost_and_how_to_change_it(tiny_root):
+    use = notebook_settings.choose("auto", tiny_root, gpu=False)
+    text = use.report({"EPOCHS": 4, "FOLDS": [1, 2]}, "a few seconds")
+    assert text.startswith("Settings: small (")
+    assert "EPOCHS = 4, FOLDS = [1, 2]" in text and "Cost: a few seconds" in text
+    assert notebook_settings.ENV in text and "'quick'" in text and "Accuracy checks" in text
+
+
+def test_training_cost_counts_the_clips_each_fold_trains_on(tiny_root):
+    # the tiny dataset: 10 clips in each of folds 1-9, 20 in fold 10
+    one = notebook_settings.training_cost(tiny_root, epochs=1, test_folds=[10], validation=False)
+    assert one.startswith("90 training clip-passes (1 run(s) x 1 test fold(s) x 1 epoch(s))")
+    # test fold 1 is validated on fold 10, test fold 2 on fold 1: 80 + 90 clips, times 3 epochs and 2 models
+    two = notebook_settings.training_cost(tiny_root, epochs=3, test_folds=[1, 2], runs=2, full_width=False)
+    assert two.startswith(f"{(80 + 90) * 3 * 2:,} training clip-passes") and "narrow models" in two
+    every = notebook_settings.training_cost(tiny_root, epochs=1, test_folds=None)
+    assert every.startswith(f"{sum(110 - n - v for n, v in zip([10] * 9 + [20], [20] + [10] * 9)):,} training")
+
+
+def test_the_marker_is_what_makes_a_dataset_generated(tiny_root, unmarked_root):
+    assert (tiny_root / MARKER_NAME).is_file() and not (unmarked_root / MARKER_NAME).exists()
