@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from us8k_lib.flags import number
 
 #: The ``TrainConfig`` fields of the augmentations, in the order of their flags (the augmenter
 #: applies speed first, then shift, mask, noise and mixup).
@@ -61,9 +63,13 @@ _FIELD_HELP = {
 }
 
 
+#: Largest allowed value of each augmentation field (the smallest is 0, off).
+AUGMENT_LIMITS: dict[str, float] = {"aug_shift": WINDOW_SECONDS, "aug_speed": MAX_SPEED,
+                                    "aug_mask": WINDOW_SECONDS / 2, "aug_noise": 1.0, "aug_mixup": 100.0}
+
+
 def _problems(values: Mapping[str, Any]) -> list[str]:
-    limits = {"aug_shift": WINDOW_SECONDS, "aug_speed": MAX_SPEED, "aug_mask": WINDOW_SECONDS / 2,
-              "aug_noise": 1.0, "aug_mixup": 100.0}
+    limits = AUGMENT_LIMITS
     problems = []
     for name in AUGMENT_FIELDS:
         v = values.get(name, 0.0)
@@ -87,14 +93,19 @@ def validate_augment_fields(config: Any) -> list[str]:
     return _problems({name: getattr(config, name, 0.0) for name in AUGMENT_FIELDS})
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+def _field_type(name: str) -> Callable[[str], float]:
+    """Return the argparse type of ``--aug-*`` flag ``name``: a number in the field's range."""
+    in_range = number(high=AUGMENT_LIMITS[name])
+
+    def parse(text: str) -> float:
+        value = in_range(text)
+        problems = _problems({name: value})
+        if problems:  # aug_speed's gap between 0 and the first factor step
+            raise argparse.ArgumentTypeError("expected " + problems[0].removeprefix(f"{name} must be "))
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +122,7 @@ def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"set every --aug-* value from a preset ({presets})")
     for name in AUGMENT_FIELDS:
         metavar, text = _FIELD_HELP[name]
-        group.add_argument("--" + name.replace("_", "-"), type=_non_negative, default=None, metavar=metavar,
+        group.add_argument("--" + name.replace("_", "-"), type=_field_type(name), default=None, metavar=metavar,
                            help=f"{text} (default 0 = off, or the preset's value)")
 
 

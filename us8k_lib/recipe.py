@@ -2,14 +2,16 @@
 for the small generated datasets, and where each value of a run came from.
 
 :class:`TrainConfig`'s defaults are the recipe for the user with the real data (8 732 clips, about
-7 000 training clips per fold) and one GPU; the README gives the reason and the source of each.
+7 000 training clips per fold) and one GPU; docs/recipe.md gives the reason and the source of each.
 The generated mini datasets (a few hundred clips) and the bundled 20-clip sample are another
 regime: at batch 128 an epoch of the mini dataset is three optimizer steps. So the commands use
 the :data:`PRESETS` entry ``"mini"`` on those datasets (``--preset auto``, the default; ``--preset
 full`` or ``--preset mini`` chooses). The notebooks and the tests pass their small settings
 explicitly. Every run's first line says which value came from where (:func:`recipe_line`).
 
-Nothing here imports torch, so the command line builds its parser in a fraction of a second.
+Building the command line's parser imports no torch (a test checks it), so ``--help`` answers in a
+fraction of a second; checking a config, and the ``--model`` and ``--device`` flags when given,
+import :mod:`us8k_lib.model` or torch.
 
 Used by notebooks 5-8 (``train.TrainConfig``) and the ``train`` and ``crossval`` commands.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from us8k_lib import flags
 from us8k_lib.augment_settings import AUGMENT_FIELDS, add_augment_arguments, augment_overrides, validate_augment_fields
 
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
@@ -43,7 +46,7 @@ class TrainConfig:
         lr: peak learning rate (``onecycle``/``cosine``) or starting learning rate (``step``,
             ``constant``). 1e-3 at batch 128: on the medium mini dataset (30 epochs) it reported
             the best test accuracy at the epoch validation chose, and its validation curve was
-            the smoothest of 1e-3, 3e-3 and 1e-2 (README).
+            the smoothest of 1e-3, 3e-3 and 1e-2 (docs/recipe.md).
         optimizer: ``"adamw"``: Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019)
             on the convolution and linear weights only, none on biases and BatchNorm parameters
             (as nanoGPT's ``configure_optimizers`` and timm's parameter groups do); ``"adam"``:
@@ -58,8 +61,8 @@ class TrainConfig:
         seed: seeds the weights, the order of every epoch and the augmentation.
         amp: bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with
             AVX512-BF16/AMX). Off by default: on an H200 it was not faster for any model of the
-            family (0.87-1.00x of fp32 with TF32 convolutions, README), and fp32 gives the same
-            numbers on every CPU.
+            family (0.87-1.00x of fp32 with TF32 convolutions, docs/performance.md), and on a
+            CPU without native bf16 it is about 5x slower.
         workers: DataLoader worker processes; None: 0 on a CPU, up to 4 on a GPU. Does not change
             the numbers (tested).
         data: ``"auto"``, ``"loader"`` or ``"device"``: serve batches from the cache file through
@@ -185,7 +188,7 @@ class TrainConfig:
 
 #: Settings that replace :class:`TrainConfig`'s defaults. ``full`` is the defaults themselves (the
 #: real data); ``mini`` is what the generated mini datasets were measured with: 460 clips need
-#: small batches (23 steps an epoch) and few epochs (README: "Defaults for the real data").
+#: small batches (23 steps an epoch) and few epochs (docs/recipe.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
     "mini": {"epochs": 8, "batch_size": 16, "lr": 5e-3},
@@ -274,21 +277,21 @@ def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool =
                    help="recipe to start from: 'full' (the defaults, for the real data), 'mini' (for the small "
                         "generated datasets: 8 epochs, batch 16, lr 5e-3), or 'auto' (default: mini on a generated "
                         "mini dataset or the bundled sample, full otherwise); flags win over it")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=flags.models(several=several_models), default=None,
                    help="m3, m5 (default), m11, m18, m34res (Dai et al. 2017, raw waveform) or logmel (log-mel CNN)"
                         + ("; several separated by commas (m5,logmel) are cross-validated over the same folds and "
                            "compared" if several_models else ""))
-    p.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {d['epochs'].default})")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--epochs", type=flags.integer(1), default=None, help=f"number of epochs (default {d['epochs'].default})")
+    p.add_argument("--batch-size", type=flags.integer(1), default=None,
                    help=f"batch size (default {d['batch_size'].default}); under torchrun the global batch over all ranks")
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d['lr'].default:g})")
+    p.add_argument("--lr", type=flags.number(low_open=True), default=None, help=f"peak learning rate (default {d['lr'].default:g})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="adamw (default: decoupled weight decay, none on biases and BatchNorm) or adam (the "
                         "tutorial's: L2 on every parameter)")
-    p.add_argument("--weight-decay", type=float, default=None,
+    p.add_argument("--weight-decay", type=flags.number(), default=None,
                    help=f"weight decay (default {d['weight_decay'].default:g})")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="learning-rate schedule (default onecycle)")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--width", type=flags.integer(1), default=None,
                    help="channels of the model's first stage (default: the paper's; small values for quick tests)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast where the hardware has it (default: off, fp32 with TF32 convolutions on CUDA)")
@@ -297,12 +300,15 @@ def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool =
                         "memory ('device'); 'auto' (default) keeps it on a GPU where it fits. Same results")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train a torch.compile-d model (default: off; results change by float rounding only)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--seed", type=flags.integer(0), default=None, help="random seed (default 0)")
+    p.add_argument("--workers", type=flags.integer(0), default=None,
                    help="DataLoader workers (default: 0 on a CPU, up to 4 on a GPU); same results")
-    p.add_argument("--device", default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
+    p.add_argument("--device", type=flags.device, default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out that holds other settings or another dataset (default: "
+                        "stop and say so; a finished run of the same settings is reported, not trained again)")
     add_augment_arguments(p)
 
 
