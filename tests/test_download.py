@@ -230,10 +230,38 @@ def test_cli_download_takes_url_and_md5_from_the_environment(tmp_path, tarball, 
     assert_extracted(tmp_path / "UrbanSound8K", small_root)
 
 
-def test_cli_download_rejects_a_malformed_md5(tmp_path, capsys) -> None:
-    assert main(["download", "--root", str(tmp_path), "--url", "http://127.0.0.1:9/x", "--md5", "abc"]) == 1
+def test_cli_download_rejects_a_malformed_md5(tmp_path, capsys, monkeypatch) -> None:
+    # As a flag: a usage error (exit 2) before anything runs.
+    with pytest.raises(SystemExit) as exit_:
+        main(["download", "--root", str(tmp_path), "--url", "http://127.0.0.1:9/x", "--md5", "abc"])
+    assert exit_.value.code == 2
+    assert "argument --md5: expected an md5 checksum (32 hex digits), got 'abc'" in capsys.readouterr().err
+    # From the environment: one error line naming the value (exit 1).
+    monkeypatch.setenv("US8K_MD5", "abc")
+    assert main(["download", "--root", str(tmp_path), "--url", "http://127.0.0.1:9/x"]) == 1
     assert "not an md5 checksum" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (bound, then released): connecting is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_refused_connection_says_nothing_was_downloaded_and_writes_nothing(tmp_path, tarball, capsys) -> None:
+    _, digest = tarball
+    root = tmp_path / "data"
+    url = f"http://127.0.0.1:{_closed_port()}/UrbanSound8K.tar.gz"
+    assert main(["download", "--root", str(root), "--url", url, "--md5", digest]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {url}: download failed (cannot connect") and err.count("\n") == 1
+    assert "nothing was downloaded" in err
+    assert ".part" not in err and "bytes kept" not in err  # there is no partial file to speak of
+    assert not root.exists()
 
 
 def _small_disk(monkeypatch, free: int) -> None:

@@ -47,7 +47,7 @@ def test_tiny_dataset_is_clean(tiny_root: Path) -> None:
     report = validate_dataset(tiny_root, progress=False)
     assert found(report) == {}
     assert report.ok
-    assert report.listed == report.checked == len(load_metadata(tiny_root)) > 0
+    assert report.listed == report.checked == report.decoded == len(load_metadata(tiny_root)) > 0
 
 
 def test_mini_dataset_is_clean(mini_root: Path) -> None:
@@ -161,6 +161,18 @@ def test_every_damage_at_once_is_reported_each_in_its_key(dataset: Path) -> None
     assert {k: sorted(v) for k, v in found(report).items()} == {k: sorted(v) for k, v in expected.items()}
     n_missing = len(expected["missing"])
     assert report.checked == report.listed - n_missing
+    assert report.decoded == report.checked - len(expected["unreadable"])
+    assert f"{report.listed} clips listed, {report.decoded} decoded ({len(expected['unreadable'])} could not be)" \
+        in report.summary()
+
+
+def test_the_summary_counts_only_the_clips_that_decoded(dataset: Path) -> None:
+    key, _ = random_bytes(dataset)
+    assert key == "unreadable"
+    report = validate_dataset(dataset, progress=False)
+    assert report.checked == report.listed and report.decoded == report.listed - 1
+    assert f": {report.listed} clips listed, {report.listed - 1} decoded (1 could not be);" in report.summary()
+    assert report.to_dict()["decoded"] == report.listed - 1
 
 
 def test_problem_descriptions_say_what_is_wrong(dataset: Path) -> None:

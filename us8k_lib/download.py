@@ -252,6 +252,9 @@ def fetch(url: str, part: str | Path, *, retries: int = 3, progress: bool = True
             continue
         return part
     kept = part.stat().st_size if part.exists() else 0
+    if not kept:  # refused or dropped before the first byte: there is nothing to resume from
+        raise DownloadError(f"{url}: download failed ({last}); nothing was downloaded, run the command again "
+                            "when the server can be reached")
     raise DownloadError(
         f"{url}: download interrupted ({last}); {kept} bytes kept in {part}, run the command again to resume"
     )
@@ -412,7 +415,6 @@ def download_dataset(
             "move it away or delete it, then run download again"
         )
     url, md5 = _resolve(url, md5)
-    root.mkdir(parents=True, exist_ok=True)
     archive = root / ARCHIVE_NAME
     part = root / (ARCHIVE_NAME + ".part")
 
@@ -429,6 +431,7 @@ def download_dataset(
 
         def room_for_everything(total: int | None, remaining: int) -> None:
             check_free_space(root, _space_needs(root, md5, total, remaining))
+            root.mkdir(parents=True, exist_ok=True)  # only now: a refused download leaves no folder behind
 
         fetch(url, part, retries=retries, progress=progress, timeout=timeout, before_writing=room_for_everything)
         got = file_md5(part, progress=progress)

@@ -78,7 +78,9 @@ class ValidationReport:
         metadata_problems: violations in the metadata CSV (see ``metadata.load_metadata``).
         problems: for each of :data:`PROBLEM_KEYS`, the files with that problem, by fold and name.
         listed: clips listed in the metadata.
-        checked: clip files opened and decoded (or found undecodable).
+        checked: clip files opened (every listed clip that was found).
+        decoded: of those, the files whose audio could be decoded (``checked`` less the
+            ``unreadable`` ones).
         checksums: "checked", "not requested" or why they were skipped.
     """
 
@@ -87,6 +89,7 @@ class ValidationReport:
     problems: dict[str, list[ClipProblem]] = field(default_factory=lambda: {k: [] for k in PROBLEM_KEYS})
     listed: int = 0
     checked: int = 0
+    decoded: int = 0
     checksums: str = "not requested"
 
     @property
@@ -101,7 +104,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready data.
 
-        Keys: ``root``, ``ok``, ``listed``, ``checked``, ``checksums``, ``metadata_problems``
+        Keys: ``root``, ``ok``, ``listed``, ``checked``, ``decoded``, ``checksums``, ``metadata_problems``
         (list of strings), one key per :data:`PROBLEM_KEYS` holding a list of file names, and
         ``details``: for each problem key, a list parallel to its file names of
         ``{"file", "fold", "path", "problem"}``. ``thresholds`` records the duration tolerance and
@@ -112,6 +115,7 @@ class ValidationReport:
             "ok": self.ok,
             "listed": self.listed,
             "checked": self.checked,
+            "decoded": self.decoded,
             "checksums": self.checksums,
             "metadata_problems": list(self.metadata_problems),
         }
@@ -122,8 +126,9 @@ class ValidationReport:
 
     def summary(self, first: int = 5) -> str:
         """Return a readable summary: counts per problem and the first offenders with fold and name."""
-        lines = [f"Validated {self.root}: {self.listed} clips listed, {self.checked} decoded; "
-                 f"checksums {self.checksums}."]
+        failed = self.checked - self.decoded
+        lines = [f"Validated {self.root}: {self.listed} clips listed, {self.decoded} decoded"
+                 + (f" ({failed} could not be)" if failed else "") + f"; checksums {self.checksums}."]
         if self.metadata_problems:
             lines.append(f"metadata: {len(self.metadata_problems)} problem(s)")
             lines += [f"    {v}" for v in self.metadata_problems[:first]]
@@ -297,6 +302,7 @@ def validate_dataset(
         for (name, fold, rel, _, _), found in zip(tasks, results):
             for key, problem in found:
                 add(key, name, fold, rel, problem)
+            report.decoded += not any(key == "unreadable" for key, _ in found)
             bar.update(1)
     report.checked = len(tasks)
     for key in PROBLEM_KEYS:
