@@ -56,7 +56,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.checkpoint import write_json
+from us8k_lib.runfolder import write_json
 from us8k_lib.crossval import fold_roles
 from us8k_lib.batches import EpochSampler, make_loader
 from us8k_lib.dataset import ClipBatch

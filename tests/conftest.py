@@ -54,7 +54,7 @@ def tiny_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     Barely better than chance: for tests of what reads checkpoints (predict, the upload widget),
     not of what a model learns.
     """
-    from us8k_lib.checkpoint import CHECKPOINT_NAME
+    from us8k_lib.runfolder import CHECKPOINT_NAME
     from us8k_lib.train import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("tiny-run")

@@ -152,9 +152,9 @@ def test_a_compiled_model_trains_to_the_same_weights(tiny_root: object, cache_di
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """compile=True goes through torch.compile (dynamo and AOT autograd; the "aot_eager" backend
     here, because inductor's C++ compile takes minutes on a 2-core CPU): same graph, same weights."""
-    from us8k_lib import train
+    from us8k_lib import training_setup
 
-    monkeypatch.setattr(train, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(training_setup, "COMPILE_BACKEND", "aot_eager")
     kwargs = dict(cache_dir=cache_dir, progress=False, verbose=False)
     calls = []
     real = torch.compile

@@ -19,7 +19,8 @@ from us8k_lib.crossval import (
     parse_folds,
 )
 from us8k_lib.checkpoint import load_checkpoint
-from us8k_lib.train import BEST_NAME, METRICS_NAME, TrainConfig, fit
+from us8k_lib.runfolder import BEST_NAME, METRICS_NAME
+from us8k_lib.train import TrainConfig, fit
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from us8k_lib.checkpoint import load_checkpoint
+from us8k_lib.runfolder import CHECKPOINT_NAME
 from us8k_lib.crossval import SUMMARY_JSON
 from us8k_lib.distributed import shard
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from us8k_lib import cli
-from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from us8k_lib.checkpoint import load_checkpoint
 from us8k_lib.crossval import SUMMARY_JSON, crossval
 from us8k_lib.errors import CheckpointError, RunMismatchError
 from us8k_lib.predict import Classifier
-from us8k_lib.runs import (
+from us8k_lib.runfolder import (
     BEST_NAME,
+    CHECKPOINT_NAME,
     METRICS_NAME,
     RESUMABLE_CHANGES,
     config_differences,
@@ -24,6 +25,7 @@ from us8k_lib.runs import (
     default_run_dir,
     load_best,
     run_status,
+    save_checkpoint,
     weights_file,
 )
 from us8k_lib.train import TrainConfig, fit
@@ -157,8 +159,9 @@ def test_best_pt_holds_the_selected_epoch_and_a_new_run_removes_an_old_one(
     other = [dict(row, val_acc=(1.0 if row["epoch"] != result.selected_epoch else 0.0)) for row in history]
     with pytest.raises(CheckpointError, match="not this run's best.pt"):
         load_best(tmp_path, other, result.dataset)
-    # A run without validation in the same folder starts by removing the old best.pt.
-    plain = fit(TrainConfig(**SMALL), tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
+    # A run without validation in the same folder, asked to overwrite, starts by removing the old best.pt.
+    plain = fit(TrainConfig(**SMALL), tiny_root, tmp_path, overwrite=True, cache_dir=cache_dir, progress=False,
+                verbose=False)
     assert not (tmp_path / BEST_NAME).exists() and plain.reported_weights == tmp_path / CHECKPOINT_NAME
 
 

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from us8k_lib import cli
 from us8k_lib.metadata import CLASSES
-from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from us8k_lib.checkpoint import load_checkpoint
+from us8k_lib.runfolder import CHECKPOINT_NAME
 from us8k_lib.batches import make_loader
 from us8k_lib.devices import choose_device, decide_amp
 from us8k_lib.errors import CheckpointError

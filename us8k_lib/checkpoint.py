@@ -1,14 +1,13 @@
-"""Checkpoints and run files, written atomically, so an interrupted run loses at most one epoch.
+"""A checkpoint file: its format marker and version, reading and checking one, rebuilding its
+model, and the random-number-generator states it carries.
 
-Used by notebook 5 and by every training run.
+What a run folder holds and how its files are written (atomically) is :mod:`us8k_lib.runfolder`'s.
+Used by notebooks 5 and 8, ``predict`` and every training run.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +19,15 @@ from torch import nn
 
 from us8k_lib.model import ModelConfig, build_model
 
-CHECKPOINT_NAME = "checkpoint.pt"
 #: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
 CHECKPOINT_FORMAT = "us8k-checkpoint"
 #: The marker of versions 1 and 2, from when M5 was the only model: recognised, to say which version.
 _OLD_FORMAT = "us8k-m5-checkpoint"
-#: 3: records the run's dataset (``dataset``, see :class:`us8k_lib.runs.DatasetIdentity`) and
+#: 3: records the run's dataset (``dataset``, see :class:`us8k_lib.runfolder.DatasetIdentity`) and
 #: calls the width ``width`` in the training config too; ``best.pt`` records the epoch it holds.
 #: 2: ``model_config`` is a :class:`us8k_lib.model.ModelConfig` (any model of the family).
 #: Older checkpoints are refused by version, with the reason.
 CHECKPOINT_VERSION = 3
-
-
-def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write ``path`` via a temporary file in the same folder, then rename it into place.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Save a checkpoint dict atomically (temp file + ``os.replace``). Used by notebook 5."""
-    write_atomic(Path(path), lambda f: torch.save(state, f))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (NaN is an error, not invalid JSON)."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    write_atomic(path, lambda f: f.write(text), mode="w")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -74,12 +44,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     if not path.is_file():
-        raise CheckpointError(f"{path}: is not a file (expected a {CHECKPOINT_NAME} written by train)")
+        raise CheckpointError(f"{path}: is not a file (expected a checkpoint written by train)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or damaged files
         # torch's own message for a foreign pickle suggests weights_only=False, which would let
         # the file run code: not advice to pass on, so only its type is shown.
+        if _is_torch_archive(path):
+            raise CheckpointError(f"{path}: damaged or incomplete checkpoint (a torch file that cannot be read "
+                                  f"to its end, e.g. a copy or download cut short: {type(exc).__name__}); "
+                                  "copy it again or train again") from exc
         raise CheckpointError(
             f"{path}: not a checkpoint written by train (torch.load cannot read it: {type(exc).__name__})"
         ) from exc
@@ -94,17 +68,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(checkpoint: str | Path | dict[str, Any]) -> nn.Module:
+def _is_torch_archive(path: Path) -> bool:
+    """True for a file that starts as torch.save writes (a zip archive): damaged rather than foreign."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def load_model(checkpoint: str | Path | dict[str, Any], *, path: str | Path | None = None) -> nn.Module:
     """Return the network stored in a checkpoint (any model of the family), on CPU, in eval mode.
+
+    ``checkpoint`` is a checkpoint file or one already loaded (then ``path`` names its file in errors).
 
     Raises:
         CheckpointError: naming the file, when it cannot be read (see :func:`load_checkpoint`)
             or its model config or weights do not fit this code.
 
-    Used by notebook 5 and ``predict``.
+    Used by notebooks 5 and 8 and ``predict``.
     """
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    where = str(path if path is not None else "checkpoint") if isinstance(checkpoint, dict) else str(checkpoint)
     try:
         model = build_model(ModelConfig(**ckpt["model_config"]))
     except (TypeError, ValueError) as exc:

@@ -8,10 +8,12 @@ weights are kept; the model trains on the remaining eight. The test fold is eval
 epoch so the learning curves can be drawn, but it never chooses anything.
 
 The output folder (by default ``runs/crossval-MODEL-DATASET``) holds one run folder per test fold
-(``fold01/`` ...; see :mod:`us8k_lib.runs`) and, once every fold is done, ``summary.json``,
-``summary.csv`` and ``confusion.csv``. A finished fold is skipped on a rerun and an interrupted one
-resumes from its checkpoint, but only if it ran on the same dataset: a folder holding another
-dataset's runs is an error naming both. Under ``torchrun`` the folds are spread over the ranks
+(``fold01/`` ...; see :mod:`us8k_lib.runfolder`) and, once every fold is done, ``summary.json``,
+``summary.csv`` and ``confusion.csv``. The folder is locked while the command runs (a second
+cross-validation into it stops at once, naming the holder). A finished fold of the same settings
+and dataset is skipped on a rerun and an interrupted one resumes from its checkpoint; a fold of
+other settings or another dataset stops the command before any training, naming the choices
+(another ``out``, or ``overwrite``). Under ``torchrun`` the folds are spread over the ranks
 (one device each) and rank 0 writes the summary; ``jobs`` runs several folds side by side in
 one command (several processes sharing one GPU). :func:`comparison_table` puts two models'
 cross-validations side by side (``--model m5,logmel``).
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.checkpoint import write_atomic, write_json
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import display_name
 from us8k_lib.recipe import TrainConfig
-from us8k_lib.runs import HISTORY_NAME, METRICS_NAME, DatasetIdentity, dataset_identity, default_run_dir, run_status
+from us8k_lib.runfolder import (
+    DatasetIdentity,
+    default_run_dir,
+    locked,
+    plan,
+    read_results,
+    weights_file,
+    write_atomic,
+    write_json,
+)
 from us8k_lib.train import fit
+from us8k_lib.training_setup import DataSource
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -68,7 +78,7 @@ class CrossValResult:
             (index: test fold; columns: class names; NaN where a fold has no clip of the class).
         dataset_folds: the folds the dataset has.
         out: the output folder.
-        dataset: the identity of the dataset every fold ran on (:class:`us8k_lib.runs.DatasetIdentity`).
+        dataset: the identity of the dataset every fold ran on (:class:`us8k_lib.runfolder.DatasetIdentity`).
     """
 
     model: str
@@ -79,6 +89,13 @@ class CrossValResult:
     dataset_folds: list[int]
     out: Path
     dataset: DatasetIdentity | None = None
+
+    def fold_model(self, test_fold: int) -> Any:
+        """Return the model one fold reported (its validation-selected epoch), on CPU in eval mode.
+        Used by notebook 8."""
+        from us8k_lib.checkpoint import load_model
+
+        return load_model(weights_file(fold_dir(self.out, test_fold))[0])
 
     @property
     def mean(self) -> float:
@@ -164,15 +181,16 @@ def fold_dir(out: Path, test_fold: int) -> Path:
 
 
 def crossval(config: TrainConfig | None = None, root: str | Path | None = None, folds: Sequence[int] | None = None,
-             out: str | Path | None = None, *, cache_dir: str | Path | None = None, skip_bad: bool = False,
-             progress: bool = True, verbose: bool = True, jobs: int = 1,
+             out: str | Path | None = None, *, overwrite: bool = False, cache_dir: str | Path | None = None,
+             skip_bad: bool = False, progress: bool = True, verbose: bool = True, jobs: int = 1,
              sources: Mapping[str, str] | None = None, show_recipe: bool = True) -> CrossValResult:
     """Cross-validate ``config.model`` over the official folds, choosing each fold's epoch on validation.
 
-    Before anything trains, every fold's run folder is checked (:func:`us8k_lib.runs.run_status`):
-    a finished fold of the same settings and dataset is skipped, an unfinished one resumed, one
-    with other settings started over, and one of **another dataset** stops the run with an error
-    naming both datasets (nothing is overwritten).
+    The output folder is locked for the command's life, and before anything trains every fold's
+    run folder is checked (:func:`us8k_lib.runfolder.plan`): a finished fold of the same settings
+    and dataset is skipped, an unfinished one resumed; a fold of other settings or of **another
+    dataset** stops the run with an error naming the choices (nothing is overwritten), unless
+    ``overwrite`` asks to train every fold again.
 
     Args:
         config: training settings shared by every fold (its ``test_fold``, ``val_fold`` and
@@ -180,7 +198,8 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
         root: UrbanSound8K folder (or parent); default :func:`us8k_lib.paths.resolve_root`.
         folds: test folds to run (default: every fold the dataset has).
         out: output folder (default ``runs/crossval-MODEL-DATASET``, see
-            :func:`us8k_lib.runs.default_run_dir`).
+            :func:`us8k_lib.runfolder.default_run_dir`).
+        overwrite: replace the runs already in ``out`` (every fold asked for is trained again).
         cache_dir: preprocessing cache folder; one cache serves every fold.
         skip_bad, progress, verbose: as for :func:`us8k_lib.train.fit`.
         jobs: train this many folds side by side, each in its own process on this machine's
@@ -194,10 +213,6 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
     Used by notebooks 6-8 and ``python -m us8k_lib crossval``.
     """
     from us8k_lib import distributed as dist
-    from us8k_lib.dataset import build_cache, cache_key
-    from us8k_lib.metadata import load_metadata
-    from us8k_lib.paths import normalize_root, resolve_root
-    from us8k_lib.recipe import recipe_line
 
     config = config or TrainConfig()
     if jobs < 1:
@@ -208,63 +223,74 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
     main = dist.is_main()
     fold_verbose = verbose  # every rank reports the folds it trains
     verbose = verbose and main
-    root = resolve_root(verbose=verbose) if root is None else normalize_root(root)
-    metadata = load_metadata(root)
-    dataset_folds = sorted(int(f) for f in metadata["fold"].unique())
+    source = DataSource.open(root, verbose=verbose)  # once: every fold gets it
+    dataset_folds = source.folds
     wanted = list(dataset_folds) if folds is None else sorted(int(f) for f in folds)
     absent = [f for f in wanted if f not in dataset_folds]
     if absent:
-        raise US8KError(f"{root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
-    out = Path(out) if out is not None else default_run_dir("crossval", config.model, root)
-    if verbose:
-        if show_recipe:
-            print(recipe_line(config, sources))
-        if dataset_folds != list(range(1, 11)):
-            print(f"This dataset has folds {dataset_folds}, not all ten official ones: "
-                  f"cross-validating over the folds it has.")
-        side = f", {jobs} side by side" if jobs > 1 else ""
-        print(f"Cross-validating {display_name(config.model)} over test folds {wanted} "
-              f"({dist.world_size()} rank(s){side}); runs in {out}")
+        raise US8KError(f"{source.root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
+    out = Path(out) if out is not None else default_run_dir("crossval", config.model, source.root)
+    with locked(out, main):
+        if verbose:
+            _announce(config, sources, show_recipe, dataset_folds, wanted, jobs, out)
+        identity = source.identity(dataset_folds)
+        tasks = []
+        for test_fold in wanted:  # every fold checked first: nothing trains if one is refused
+            val_fold, train_folds = fold_roles(dataset_folds, test_fold)
+            fold_config = dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold,
+                                              train_folds=tuple(train_folds))
+            run = fold_dir(out, test_fold)
+            tasks.append((fold_config, run, plan(run, fold_config.to_dict(), identity, resume=not overwrite,
+                                                 overwrite=overwrite)))
+        # One cache for every fold: built once, on one rank, before anybody trains.
+        if main:
+            from us8k_lib.dataset import build_cache
 
-    identity = dataset_identity(root, metadata, cache_key(root, metadata))
-    tasks = []
-    for test_fold in wanted:  # every fold checked first: a run of another dataset stops us before any work
-        val_fold, train_folds = fold_roles(dataset_folds, test_fold)
-        fold_config = dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold,
-                                          train_folds=tuple(train_folds))
-        run = fold_dir(out, test_fold)
-        tasks.append((fold_config, run, run_status(run, fold_config.to_dict(), identity)))
-    # One cache for every fold: built once, on one rank, before anybody trains.
-    if main:
-        build_cache(root, metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
-    dist.barrier()
-    kwargs = dict(cache_dir=cache_dir, skip_bad=skip_bad, verbose=fold_verbose, sources=sources)
-    mine = tasks[dist.rank()::dist.world_size()]
-    if jobs > 1:
-        _run_side_by_side(mine, jobs, root, kwargs)
-    else:
-        for fold_config, run, status in mine:
-            _run_fold(fold_config, root, run, status, progress=progress and dist.world_size() == 1, **kwargs)
-    rows = [_fold_row(run) for _, run, _ in mine]
-    gathered = [r for part in dist.all_gather_objects(rows) for r in part]
-    result = _summarize(config.model, gathered, dataset_folds, out, identity)
-    if main:
-        _write_summary(result, config)
-    dist.barrier()
+            build_cache(source.root, source.metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+        dist.barrier()
+        kwargs = dict(cache_dir=cache_dir, skip_bad=skip_bad, verbose=fold_verbose, sources=sources)
+        mine = tasks[dist.rank()::dist.world_size()]
+        if jobs > 1:
+            _run_side_by_side(mine, jobs, source, kwargs)
+        else:
+            for fold_config, run, action in mine:
+                _run_fold(fold_config, source, run, action, progress=progress and dist.world_size() == 1, **kwargs)
+        rows = [_fold_row(run) for _, run, _ in mine]
+        gathered = [r for part in dist.all_gather_objects(rows) for r in part]
+        result = _summarize(config.model, gathered, dataset_folds, out, identity)
+        if main:
+            _write_summary(result, config)
+        dist.barrier()
     return result
 
 
-def _run_fold(config: TrainConfig, root: Path, run: Path, status: str, **kwargs: Any) -> None:
-    """Train one fold, resume it, or skip it when it is finished (``status`` from run_status)."""
+def _announce(config: TrainConfig, sources: Mapping[str, str] | None, show_recipe: bool, dataset_folds: list[int],
+              wanted: list[int], jobs: int, out: Path) -> None:
+    from us8k_lib import distributed as dist
+    from us8k_lib.recipe import recipe_line
+
+    if show_recipe:
+        print(recipe_line(config, sources))
+    if dataset_folds != list(range(1, 11)):
+        print(f"This dataset has folds {dataset_folds}, not all ten official ones: "
+              f"cross-validating over the folds it has.")
+    side = f", {jobs} side by side" if jobs > 1 else ""
+    print(f"Cross-validating {display_name(config.model)} over test folds {wanted} "
+          f"({dist.world_size()} rank(s){side}); runs in {out}")
+
+
+def _run_fold(config: TrainConfig, source: DataSource, run: Path, action: str, **kwargs: Any) -> None:
+    """Train one fold, resume it, start it over, or skip it when it is finished (``action`` from plan)."""
     tag = f"[test fold {config.test_fold}, validation fold {config.val_fold}]"
-    if status == "finished":
+    if action == "finished":
         if kwargs["verbose"]:
             print(f"{tag} already done in {run}: skipped")
         return
     if kwargs["verbose"]:
-        print(f"{tag} {'resuming' if status == 'resumable' else 'training'} in {run}"
-              + (" (it held a run with other settings: starting over)" if status == "other settings" else ""))
-    fit(config, root=root, out=run, resume=status == "resumable", ddp=False, show_recipe=False, **kwargs)
+        doing = {"resume": "resuming", "new": "training", "overwrite": "training over (replacing the run there)"}
+        print(f"{tag} {doing[action]} in {run}")
+    fit(config, root=source, out=run, resume=action == "resume", overwrite=action == "overwrite", ddp=False,
+        show_recipe=False, **kwargs)
 
 
 class _Prefixed:
@@ -285,7 +311,7 @@ class _Prefixed:
         self.stream.flush()
 
 
-def _job(tasks: list[tuple[TrainConfig, Path, str]], root: Path, kwargs: dict[str, Any], threads: int) -> None:
+def _job(tasks: list[tuple[TrainConfig, Path, str]], source: DataSource, kwargs: dict[str, Any], threads: int) -> None:
     """One side-by-side job (a process of its own): train its folds one after the other."""
     import sys
 
@@ -293,22 +319,23 @@ def _job(tasks: list[tuple[TrainConfig, Path, str]], root: Path, kwargs: dict[st
 
     torch.set_num_threads(threads)
     stdout = sys.stdout
-    for fold_config, run, status in tasks:
+    for fold_config, run, action in tasks:
         sys.stdout = _Prefixed(stdout, f"[fold {fold_config.test_fold}] ")
         try:
-            _run_fold(fold_config, root, run, status, progress=False, **kwargs)
+            _run_fold(fold_config, source, run, action, progress=False, **kwargs)
         finally:
             sys.stdout.flush()
             sys.stdout = stdout
 
 
-def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, root: Path,
+def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, source: DataSource,
                       kwargs: dict[str, Any]) -> None:
     """Run the folds in ``jobs`` processes at once (fold k goes to job k mod jobs) and wait for all.
 
     Each job is a fresh process (``spawn``: CUDA cannot be forked), so it pays the import of torch
     once. On a CPU the cores are shared out (torch threads per job); with several GPUs visible,
-    job j gets GPU j mod count, through ``CUDA_VISIBLE_DEVICES``.
+    job j gets GPU j mod count, through ``CUDA_VISIBLE_DEVICES``. Each fold's run folder is
+    locked by the job that trains it.
     """
     import multiprocessing
     import os
@@ -327,7 +354,7 @@ def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, roo
         for j in range(min(jobs, len(tasks))):
             if gpus > 1:  # read by the child when it starts (the parent's own CUDA is unaffected)
                 os.environ["CUDA_VISIBLE_DEVICES"] = str(j % gpus)
-            p = ctx.Process(target=_job, args=(tasks[j::jobs], root, kwargs, threads), name=f"us8k-fold-job-{j}")
+            p = ctx.Process(target=_job, args=(tasks[j::jobs], source, kwargs, threads), name=f"us8k-fold-job-{j}")
             p.start()
             processes.append(p)
     finally:
@@ -347,8 +374,7 @@ def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, roo
 
 def _fold_row(run: Path) -> dict[str, Any]:
     """Read one finished fold's numbers from its metrics.json and history.json."""
-    metrics = json.loads((run / METRICS_NAME).read_text())
-    history = json.loads((run / HISTORY_NAME).read_text())
+    metrics, history = read_results(run)
     selected = metrics["selected"]
     test_accs = [row["test_acc"] for row in history]
     best = int(np.argmax(test_accs))  # the earliest best epoch, as validation's choice is
@@ -498,8 +524,8 @@ def crossval_command(args: argparse.Namespace) -> int:
             out = args.out
             if out is not None and len(models) > 1:
                 out = Path(out) / model
-            results.append(crossval(config, root=root, folds=folds, out=out, skip_bad=args.skip_bad, jobs=args.jobs,
-                                    sources=sources, show_recipe=False))
+            results.append(crossval(config, root=root, folds=folds, out=out, overwrite=args.overwrite,
+                                    skip_bad=args.skip_bad, jobs=args.jobs, sources=sources, show_recipe=False))
     if not main:
         return 0
     for result in results:

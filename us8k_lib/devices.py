@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -74,3 +74,20 @@ def decide_amp(device: torch.device, requested: bool = True) -> bool:
 def autocast(device: torch.device, enabled: bool) -> Any:
     """Return a bf16 autocast context for ``device`` (a no-op when ``enabled`` is False)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class Placement(NamedTuple):
+    """Where a run trains and in which precision: decided once per run (:func:`place`)."""
+
+    device: torch.device
+    amp: bool
+
+
+def place(preference: str = "auto", amp: bool = False) -> Placement:
+    """Decide a run's device (:func:`choose_device`) and precision (:func:`decide_amp`) once, and
+    set the CUDA switches a run trains with. Used by ``train.fit`` and the ``train`` command."""
+    device = choose_device(preference)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune once
+        torch.backends.cuda.matmul.allow_tf32 = True  # "fp32" on CUDA: TF32 tensor cores, as cuDNN's default
+    return Placement(device, decide_amp(device, amp))

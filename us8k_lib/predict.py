@@ -29,9 +29,10 @@ import soundfile as sf
 import torch
 
 from us8k_lib import audio
-from us8k_lib.checkpoint import load_checkpoint, load_model, write_json
+from us8k_lib.checkpoint import load_checkpoint, load_model
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES
+from us8k_lib.runfolder import weights_file, write_json
 
 #: File name endings ``predict`` picks up inside folders: the containers libsndfile decodes.
 #: A file named explicitly is tried whatever its name.
@@ -261,16 +262,14 @@ class Classifier:
     def from_checkpoint(cls, checkpoint: str | Path) -> Classifier:
         """Return a classifier for the model in ``checkpoint``: a checkpoint file, or a run folder
         (its ``best.pt`` when it has one, the weights whose numbers the run reported, else its
-        ``checkpoint.pt``; see :func:`us8k_lib.runs.weights_file`).
+        ``checkpoint.pt``; see :func:`us8k_lib.runfolder.weights_file`).
 
         Raises:
             CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
         """
-        from us8k_lib.runs import weights_file
-
         path, why = weights_file(checkpoint)
         ckpt = load_checkpoint(path)
-        return cls(load_model(ckpt), list(ckpt["classes"]), sr=int(ckpt.get("sr", audio.TARGET_SR)),
+        return cls(load_model(ckpt, path=path), list(ckpt["classes"]), sr=int(ckpt.get("sr", audio.TARGET_SR)),
                    length=int(ckpt.get("length", audio.TARGET_LENGTH)),
                    source=f"{path}: {why}, epoch {ckpt['epoch']}")
 

@@ -1,10 +1,10 @@
-"""Run folders: what a training run writes, which dataset and settings it belongs to, and whether
-it may be resumed or skipped.
+"""The run folder: what a training run writes, which dataset and settings it belongs to, and the
+rule that decides what a new run does with a folder that already holds one.
 
 A run folder (``train --out``, or one ``foldNN/`` per test fold of ``crossval``) holds:
 
 ``checkpoint.pt``
-    everything needed to continue after the last finished epoch (see :mod:`us8k_lib.checkpoint`).
+    everything needed to continue after the last finished epoch.
 ``best.pt``
     with a validation fold only: the weights of the epoch validation chose, with that epoch and
     its validation accuracy. It is what the reported test accuracy and ``predictions.csv`` come
@@ -12,40 +12,209 @@ A run folder (``train --out``, or one ``foldNN/`` per test fold of ``crossval``)
 ``history.json``, ``metrics.json``, ``predictions.csv``
     the learning curves, the numbers, and the reported epoch's per-clip predictions.
 
-Every checkpoint and ``metrics.json`` records the run's config **and its dataset**
-(:class:`DatasetIdentity`: the resolved folder, a hash of the metadata rows it used and the key of
-the formatting cache, which covers every clip file and the formatting code). A run is continued
-(``train --resume``) or skipped as finished (``crossval``) only when both match: a folder that
-holds another dataset's run stops the command with an error naming both datasets
-(:class:`us8k_lib.errors.RunMismatchError`), so one dataset's numbers are never reported as
-another's. A fold of ``crossval`` with other *settings* is started over, as asked.
+Every file is written atomically (a temporary file beside it, then a rename): a killed process
+leaves the old file or the new one, never half of one. Its temporary (``.NAME.tmp-PID``) is swept
+by the next run that opens the folder.
 
-Used by notebooks 5 and 6 (through ``train`` and ``crossval``) and ``predict``.
+Every checkpoint and ``metrics.json`` records the run's config **and its dataset**
+(:class:`DatasetIdentity`). Opening a folder for a run (:func:`open_run`) takes its lock
+(:class:`RunLock`: a second run into a folder in use stops at once, naming the process that
+holds it), then decides, before any training:
+
+* nothing there: a new run;
+* a finished run of the same settings and dataset: nothing to do (``train`` reports it,
+  ``crossval`` skips it);
+* an unfinished run of the same settings and dataset: continued when asked (``--resume``;
+  ``crossval`` always continues its folds), bit for bit as if never stopped;
+* anything else (other settings, another dataset, an unfinished run not asked to continue):
+  refused, naming the choices (another ``--out``, or ``--overwrite``, which removes the old run's
+  files first). A run is never silently replaced.
+
+Used by notebooks 5-8 (through ``train.fit`` and ``crossval``), ``train``, ``crossval`` and ``predict``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from us8k_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint, write_atomic, write_json
-from us8k_lib.errors import CheckpointError, RunMismatchError
-from us8k_lib.recipe import TrainConfig
+from us8k_lib.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+from us8k_lib.errors import CheckpointError, RunMismatchError, US8KError
 
+CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.csv"
+#: Held (an OS lock) for the life of a run; names the holder. Removed when the run ends.
+LOCK_NAME = ".lock"
+#: Every file a run writes, in the order a run folder lists them.
+RUN_FILES = (BEST_NAME, CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, PREDICTIONS_NAME)
 #: TrainConfig fields that do not change a run's numbers (each checked bit for bit by a test on
 #: the CPU), so a resumed run may change them and a finished one still counts as finished.
 RESUMABLE_CHANGES = ("workers", "data")
 _METADATA_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+_TMP_MARK = ".tmp-"
+
+
+class RunInUseError(US8KError):
+    """Another process holds the run folder's lock (the message names the folder and the holder)."""
+
+
+class RunExistsError(CheckpointError):
+    """The folder holds a run this one must not replace unasked (the message names the choices)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` via a temporary file in the same folder, then rename it into place.
+
+    A crash at any point leaves either the old file or the new one, never a partial file; a
+    temporary left by a killed process is removed by :func:`sweep_temporaries`.
+    """
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (NaN is an error, not invalid JSON)."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    write_atomic(Path(path), lambda f: f.write(text), mode="w")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict atomically. Used by training runs and their tests."""
+    import torch
+
+    write_atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries of :func:`write_atomic` in ``folder``; return them.
+
+    Called with the folder's lock held, so no live writer owns one: each was left by a killed process.
+    """
+    swept = [p for p in Path(folder).glob(f".*{_TMP_MARK}*") if p.is_file()]
+    for p in swept:
+        p.unlink(missing_ok=True)
+    return swept
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock
+
+
+class RunLock:
+    """An OS lock on ``folder/.lock`` for the life of a run: released by the OS when its process
+    dies, so a killed run never blocks the next one (``fcntl.flock`` on Linux and macOS,
+    ``msvcrt.locking`` on Windows). The file names its holder (pid and host) for the message a
+    second run gets."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunInUseError` at once naming the folder and the holder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _lock(fd)
+            except OSError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise RunInUseError(f"{self.folder}: in use by another run ({holder}); wait for it to finish, "
+                                    "or pass another --out") from None
+            try:  # the holder may have removed the file between our open and our lock: retry on the new one
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
+            _unlock(fd)
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if sys.platform != "win32":  # unlinked while still held: nobody can lock the old file after us
+            self.path.unlink(missing_ok=True)
+        _unlock(fd)
+        os.close(fd)
+        if sys.platform == "win32":  # an open file cannot be removed there; another run may have it open
+            try:
+                self.path.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+#: Windows locks byte ranges; the lock byte lies beyond the holder's line so the line stays readable.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 200).decode(errors="replace").strip()
+    return text or "a process that is just starting"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,27 +279,27 @@ def dataset_identity(root: str | Path, rows: pd.DataFrame, cache_key: str) -> Da
                            metadata_sha256=metadata_hash(rows), cache_key=cache_key)
 
 
-# ---------------------------------------------------------------------------------------------
-# May it be continued or skipped
-
-
 def config_differences(saved: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """Return ``field=new (saved: old)`` for every setting that differs, except :data:`RESUMABLE_CHANGES`."""
     keys = [k for k in {**saved, **config} if k not in RESUMABLE_CHANGES]
     return [f"{k}={config.get(k)!r} (saved: {saved.get(k)!r})" for k in keys if saved.get(k) != config.get(k)]
 
 
-def _mismatch(path: Path, saved: DatasetIdentity, dataset: DatasetIdentity, remedy: str) -> RunMismatchError:
+# ---------------------------------------------------------------------------------------------
+# Opening a folder: new, continue, finished, or refused
+
+_CHOICES = "Pass another --out (out=...), or --overwrite (overwrite=True) to replace it"
+
+
+def _mismatch(path: Path, saved: DatasetIdentity, dataset: DatasetIdentity) -> RunMismatchError:
     return RunMismatchError(
         f"{path}: holds a run on another dataset ({', '.join(saved.differences(dataset))} differ): "
-        f"it was trained on {saved.describe()}; this run uses {dataset.describe()}. {remedy}")
+        f"it was trained on {saved.describe()}; this run uses {dataset.describe()}. {_CHOICES}.")
 
 
 def check_resumable(path: str | Path, saved: Mapping[str, Any], config: Mapping[str, Any],
                     dataset: DatasetIdentity) -> None:
     """Raise unless the checkpoint ``saved`` (from ``path``) can be continued with ``config`` on ``dataset``.
-
-    The one check behind ``train --resume`` and ``crossval``'s resume of an unfinished fold.
 
     Raises:
         RunMismatchError: the checkpoint is of another dataset (both are named).
@@ -139,59 +308,206 @@ def check_resumable(path: str | Path, saved: Mapping[str, Any], config: Mapping[
     path = Path(path)
     recorded = saved.get("dataset")
     if recorded is None:
-        raise CheckpointError(f"{path}: records no dataset, so it cannot be continued safely; start the run over")
+        raise CheckpointError(f"{path}: records no dataset, so it cannot be continued safely. {_CHOICES}.")
     saved_dataset = DatasetIdentity.from_dict(recorded)
     if saved_dataset.differences(dataset):
-        raise _mismatch(path, saved_dataset, dataset, "Use another --out, or start over without --resume.")
+        raise _mismatch(path.parent, saved_dataset, dataset)
     diff = config_differences(saved["config"], config)
     if diff:
-        raise CheckpointError(f"{path}: cannot resume with a different config: " + ", ".join(diff))
+        raise RunExistsError(f"{path}: cannot resume with a different config: {', '.join(diff)}. {_CHOICES}.")
 
 
 def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdentity) -> str:
-    """Return what ``run`` holds for a run of ``config`` on ``dataset``.
+    """Return what ``run`` holds for a run of ``config`` on ``dataset``, without changing anything.
 
-    ``"finished"`` (every epoch done, the same settings: skip it), ``"resumable"`` (an unfinished
-    run of the same settings), ``"other settings"`` (start it over) or ``"empty"``. Used by
-    ``crossval``.
+    ``"empty"``, ``"finished"`` (every epoch done, the same settings), ``"resumable"`` (an
+    unfinished run of the same settings) or ``"other settings"``.
 
     Raises:
         RunMismatchError: ``run`` holds a run (finished or not) on another dataset.
     """
     run = Path(run)
-    remedy = f"Pass another --out, or delete {run} to run this fold again."
-    try:
+    try:  # metrics.json first: a finished run is recognised without loading its weights
         metrics = json.loads((run / METRICS_NAME).read_text())
     except (OSError, ValueError):
         metrics = None
     if isinstance(metrics, dict) and isinstance(metrics.get("dataset"), dict):
         saved = DatasetIdentity.from_dict(metrics["dataset"])
         if saved.differences(dataset):
-            raise _mismatch(run, saved, dataset, remedy)
-        if (metrics.get("epoch") == config.get("epochs") and metrics.get("selected") is not None
+            raise _mismatch(run, saved, dataset)
+        if (metrics.get("epoch") == config.get("epochs") and "reported" in metrics
+                and (metrics.get("selected") is not None or config.get("val_fold") is None)
                 and not config_differences(metrics.get("config", {}), config)):
             return "finished"
-    try:
-        ckpt = load_checkpoint(run / CHECKPOINT_NAME)
-    except CheckpointError:
+    if not (run / CHECKPOINT_NAME).exists():
         return "empty"
-    try:  # the same check as train --resume
+    ckpt = load_checkpoint(run / CHECKPOINT_NAME)
+    try:
         check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)
     except RunMismatchError:
-        raise _mismatch(run, DatasetIdentity.from_dict(ckpt["dataset"]), dataset, remedy) from None
-    except CheckpointError:  # other settings (or no dataset recorded): start over, as asked
+        raise
+    except CheckpointError:
         return "other settings"
-    return "resumable" if int(ckpt["epoch"]) < int(config["epochs"]) else "other settings"
+    return "resumable" if int(ckpt["epoch"]) < int(config["epochs"]) else "finished"
+
+
+def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool, overwrite: bool) -> str:
+    """Return what a run of ``config`` on ``dataset`` will do with the folder ``run``, changing nothing:
+    ``"new"``, ``"resume"`` (continue its checkpoint), ``"finished"`` (nothing left to train) or
+    ``"overwrite"`` (remove the run there and start over). The rule of the module docstring;
+    ``crossval`` checks every fold with it before training any.
+
+    Raises:
+        RunExistsError: the folder holds a run this one must not replace (the choices are named).
+        RunMismatchError: it holds a run on another dataset (both named).
+        CheckpointError: its checkpoint is damaged.
+    """
+    if overwrite:
+        if resume:
+            raise ValueError("resume and overwrite exclude each other: continue the run, or replace it")
+        return "overwrite"
+    status = run_status(run, config, dataset)
+    if status in ("empty", "finished"):
+        return "new" if status == "empty" else "finished"
+    if status == "resumable" and resume:
+        return "resume"
+    ckpt = load_checkpoint(run / CHECKPOINT_NAME)
+    if status == "resumable":
+        raise RunExistsError(f"{run}: holds an unfinished run of these settings (epoch {ckpt['epoch']} of "
+                             f"{config['epochs']}). Continue it with --resume (resume=True). {_CHOICES}.")
+    diff = config_differences(ckpt["config"], config)
+    if not resume and diff:
+        state = "finished" if ckpt["epoch"] == ckpt["config"].get("epochs") else "unfinished"
+        raise RunExistsError(f"{run}: holds a {state} run with other settings ({', '.join(diff)}); it was left as "
+                             f"it is. {_CHOICES}.")
+    check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)  # raises, naming the differences
+    raise AssertionError("run_status and check_resumable disagree")  # pragma: no cover
+
+
+def decide(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool,
+           overwrite: bool) -> str:
+    """Apply :func:`plan` (the caller holds the folder's lock): remove the old run's files to
+    overwrite it, or a ``best.pt`` no run of this folder chose; return ``"new"``, ``"resume"`` or
+    ``"finished"``.
+
+    Raises:
+        CheckpointError: ``resume`` with no checkpoint to continue; and as :func:`plan`.
+    """
+    action = plan(run, config, dataset, resume=resume, overwrite=overwrite)
+    if action == "new" and resume:
+        raise CheckpointError(f"{run / CHECKPOINT_NAME}: no such checkpoint to resume")
+    if action in ("new", "overwrite"):
+        for name in RUN_FILES if action == "overwrite" else (BEST_NAME,):
+            (run / name).unlink(missing_ok=True)
+        return "new"
+    return action
+
+
+@dataclass
+class OpenRun:
+    """A run folder opened for one run (see :func:`open_run`).
+
+    Attributes:
+        path: the folder (None: the run writes nothing).
+        writer: whether this process writes it (rank 0 under torchrun).
+        action: ``"new"``, ``"resume"`` or ``"finished"``, once :meth:`decide` has run.
+        checkpoint: the checkpoint to continue from (``"resume"`` and ``"finished"``).
+    """
+
+    path: Path | None
+    writer: bool
+    resume: bool
+    overwrite: bool
+    action: str = "new"
+    checkpoint: dict[str, Any] | None = None
+
+    def saved_config(self) -> dict[str, Any] | None:
+        """The config of the checkpoint to resume (None unless resuming): what ``--resume`` continues."""
+        if not self.resume or self.path is None:
+            return None
+        return load_checkpoint(self.path / CHECKPOINT_NAME)["config"]
+
+    def decide(self, config: Mapping[str, Any], dataset: DatasetIdentity) -> str:
+        """Apply the folder rule (:func:`decide`) for this run; return the action (every rank agrees)."""
+        from us8k_lib import distributed
+
+        if self.path is None:
+            if self.resume:
+                raise ValueError("resume=True needs the run folder (out=...) holding the checkpoint")
+            return "new"
+        outcome: Any = None
+        if self.writer:
+            try:
+                outcome = decide(self.path, config, dataset, resume=self.resume, overwrite=self.overwrite)
+            except (US8KError, ValueError) as exc:
+                outcome = exc
+        outcome = distributed.all_gather_objects(outcome)[0]  # rank 0's decision holds for all
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.action = outcome
+        if outcome != "new":
+            self.checkpoint = load_checkpoint(self.path / CHECKPOINT_NAME)
+        return outcome
+
+
+@contextmanager
+def locked(folder: Path | None, writer: bool = True) -> Iterator[None]:
+    """Hold ``folder``'s :class:`RunLock` (in the ``writer`` process) and sweep the temporaries of
+    killed writes there; release the lock on exit. A second run stops here, naming the holder.
+
+    Under torchrun, rank 0 is the writer and every rank learns whether it got the lock, so all
+    stop together. Used by :func:`open_run` and ``crossval`` (for its whole folder).
+    """
+    from us8k_lib import distributed
+
+    lock = RunLock(folder) if folder is not None and writer else None
+    problem = None
+    if lock is not None:
+        try:
+            lock.acquire()
+            sweep_temporaries(lock.folder)
+        except (US8KError, OSError) as exc:
+            problem = exc
+    problem = next((p for p in distributed.all_gather_objects(problem) if p is not None), None)
+    if problem is not None:
+        if lock is not None:
+            lock.release()
+        raise problem
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@contextmanager
+def open_run(out: str | Path | None, *, resume: bool = False, overwrite: bool = False,
+             writer: bool = True) -> Iterator[OpenRun]:
+    """Open the run folder ``out`` for one run: hold its lock (:func:`locked`) while the run lasts.
+
+    The folder rule itself runs in :meth:`OpenRun.decide`, once the run's dataset is known.
+    Used by ``train.fit``.
+    """
+    path = Path(out) if out is not None else None
+    with locked(path, writer):
+        yield OpenRun(path, writer, resume, overwrite)
 
 
 # ---------------------------------------------------------------------------------------------
-# The epoch validation chose
+# The epoch validation chose, and the weights a run reports
 
 
 def selected_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
     """Return the epoch with the best validation accuracy (the earliest on a tie); None without validation."""
     scored = [(row["val_acc"], -row["epoch"]) for row in history if row.get("val_acc") is not None]
     return -max(scored)[1] if scored else None
+
+
+def reported_name(selected: bool) -> str:
+    """The file holding the weights whose numbers a run reports: with an epoch ``selected`` on
+    validation, that epoch's (``best.pt``); else the last epoch's (``checkpoint.pt``). The one
+    place that says so (:attr:`us8k_lib.train.FitResult.reported` follows it)."""
+    return BEST_NAME if selected else CHECKPOINT_NAME
 
 
 def load_best(out: str | Path, history: Sequence[Mapping[str, Any]], dataset: DatasetIdentity) -> dict[str, Any]:
@@ -217,24 +533,12 @@ def load_best(out: str | Path, history: Sequence[Mapping[str, Any]], dataset: Da
     return best
 
 
-def remove_stale_best(out: str | Path) -> bool:
-    """Delete ``out/best.pt`` left by an earlier run in the same folder; return True if there was one.
-
-    A run that starts over has chosen no epoch yet, so any best.pt there is not its own.
-    """
-    path = Path(out) / BEST_NAME
-    if path.exists():
-        path.unlink()
-        return True
-    return False
-
-
 def weights_file(path: str | Path) -> tuple[Path, str]:
     """Return the checkpoint to classify with, given a checkpoint file or a run folder, and why.
 
-    A run folder gives its ``best.pt`` (the epoch validation chose, whose numbers the run
-    reported) when it has one, else its ``checkpoint.pt`` (the last epoch). Used by ``predict``
-    and notebook 5.
+    A run folder gives the weights whose numbers it reported: its ``best.pt`` when it has one
+    (the epoch validation chose), else its ``checkpoint.pt`` (the last epoch). Used by
+    ``predict``, :func:`us8k_lib.checkpoint.load_model` and notebooks 5 and 8.
 
     Raises:
         CheckpointError: a folder with neither file.
@@ -249,11 +553,72 @@ def weights_file(path: str | Path) -> tuple[Path, str]:
     raise CheckpointError(f"{path}: a folder without {BEST_NAME} or {CHECKPOINT_NAME} (not a run folder of train)")
 
 
+def read_results(run: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return a finished run's ``(metrics, history)`` as written by :func:`write_run_files`. Used by ``crossval``."""
+    run = Path(run)
+    return json.loads((run / METRICS_NAME).read_text()), json.loads((run / HISTORY_NAME).read_text())
+
+
+def run_files(run: str | Path, selected: bool) -> list[Path]:
+    """Return the files a run wrote (``best.pt`` only with an epoch ``selected``), as ``train`` lists them."""
+    names = [n for n in RUN_FILES if n != BEST_NAME or selected]
+    return [Path(run) / n for n in names]
+
+
 # ---------------------------------------------------------------------------------------------
-# The run files
+# The checkpoint layout and the files written after every epoch
 
 
-def write_run_files(out: Path, *, config: TrainConfig, history: list[dict[str, Any]], test: Any,
+def inference_state(net: Any, config: Any, history: list[dict[str, Any]], epoch: int, *, sr: int, length: int,
+                    dataset: DatasetIdentity) -> dict[str, Any]:
+    """What every checkpoint holds: enough to rebuild the model and classify with it."""
+    from us8k_lib.metadata import CLASSES
+
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": net.state_dict(),
+        "model_config": asdict(net.config), "epoch": epoch, "history": history, "config": config.to_dict(),
+        "classes": list(CLASSES), "sr": sr, "length": length, "dataset": dataset.to_dict(),
+    }
+
+
+def best_state(ckpt: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any]:
+    """best.pt: the inference checkpoint of the selected epoch, with that epoch and its validation accuracy."""
+    keep = {k: ckpt[k] for k in ("format", "version", "model_config", "history", "config", "classes", "sr",
+                                  "length", "dataset")}
+    selected = {k: best[k] for k in ("epoch", "val_acc", "val_fold")}
+    return {**keep, "model": best["model"], "epoch": best["epoch"], "selected": selected}
+
+
+def save_epoch(out: Path, ckpt: dict[str, Any], *, is_best: bool) -> None:
+    """Write checkpoint.pt (which carries the selected weights so far, ``ckpt["best"]``), then
+    best.pt when this epoch is the selected one. Each write is atomic."""
+    save_checkpoint(out / CHECKPOINT_NAME, ckpt)
+    if is_best:  # what predict and crossval use: the weights validation chose
+        save_checkpoint(out / BEST_NAME, best_state(ckpt, ckpt["best"]))
+
+
+def repair_best(out: Path, ckpt: Mapping[str, Any], dataset: DatasetIdentity) -> str | None:
+    """Check best.pt against a checkpoint being continued; rewrite it from the selected weights the
+    checkpoint keeps when it does not match (a crash between the two writes). Return what was
+    repaired, in words (None when nothing was).
+
+    Raises:
+        CheckpointError: the checkpoint has a validation history but no selected weights.
+    """
+    history, best = list(ckpt["history"]), ckpt.get("best")
+    if selected_epoch(history) is not None and best is None:
+        raise CheckpointError(f"{out / CHECKPOINT_NAME}: has a validation history but no selected weights")
+    if best is None:
+        return None
+    try:
+        load_best(out, history, dataset)
+    except CheckpointError as exc:
+        save_checkpoint(out / BEST_NAME, best_state(ckpt, best))
+        return f"{exc}; rewrote it from the selected weights in {CHECKPOINT_NAME}."
+    return None
+
+
+def write_run_files(out: Path, *, config: Any, history: list[dict[str, Any]], test: Any,
                     selected: Any, device: str, amp: bool, skipped: list[tuple[str, str]],
                     dataset: DatasetIdentity, data_path: str) -> None:
     """Write history.json, metrics.json and predictions.csv (atomically) for the epochs so far.
@@ -274,7 +639,7 @@ def write_run_files(out: Path, *, config: TrainConfig, history: list[dict[str, A
             "epoch": chosen, "chosen_by": f"best validation accuracy on fold {config.val_fold}",
             "val_acc": history[chosen - 1]["val_acc"], "weights": BEST_NAME, "test": selected.to_dict(),
         },
-        "reported": {"weights": BEST_NAME if selected is not None else CHECKPOINT_NAME,
+        "reported": {"weights": reported_name(selected is not None),
                      "epoch": chosen if selected is not None else history[-1]["epoch"]},
         "device": device, "amp": amp, "data": data_path, "dataset": dataset.to_dict(),
         "root": dataset.root, "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),

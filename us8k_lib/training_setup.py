@@ -1,0 +1,240 @@
+"""What a training run is made of, set up before its first epoch: the dataset (opened once), the
+folds' datasets and how their batches are served, and the model, optimizer, schedule and augmenter.
+
+:func:`us8k_lib.train.fit` builds these and then only loops over epochs; ``crossval`` opens the
+dataset once (:class:`DataSource`) and hands it to every fold. Used by notebooks 5-8 through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from us8k_lib.batches import DataPath, DeviceBatches, EpochSampler, choose_data_path, training_batches
+from us8k_lib.checkpoint import restore_rng_states, rng_states
+from us8k_lib.distributed import barrier, is_main
+from us8k_lib.errors import US8KError
+from us8k_lib.metadata import CLASSES
+from us8k_lib.recipe import TrainConfig
+from us8k_lib.runfolder import DatasetIdentity, dataset_identity
+
+#: The torch.compile backend of ``TrainConfig(compile=True)``. Inductor generates fused kernels
+#: (C++ on a CPU, Triton on a GPU); the tests use "aot_eager", which traces the same graphs
+#: without generating code (inductor's CPU compile of M5 takes minutes on a 2-core machine).
+COMPILE_BACKEND = "inductor"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class DataSource:
+    """A dataset opened once: its resolved folder, its metadata and its formatting-cache key.
+
+    Pass one as ``root`` to :func:`us8k_lib.train.fit` to spare it opening the dataset again
+    (``crossval`` does, for every fold).
+    """
+
+    root: Path
+    metadata: pd.DataFrame
+    cache_key: str
+
+    @classmethod
+    def open(cls, root: str | Path | None, *, verbose: bool = True) -> DataSource:
+        """Resolve ``root`` (None: :func:`us8k_lib.paths.resolve_root`), load its metadata and key its cache."""
+        from us8k_lib.dataset import cache_key
+        from us8k_lib.metadata import load_metadata
+        from us8k_lib.paths import normalize_root, resolve_root
+
+        root = resolve_root(verbose=verbose) if root is None else normalize_root(root)
+        metadata = load_metadata(root)
+        return cls(root, metadata, cache_key(root, metadata))
+
+    @property
+    def folds(self) -> list[int]:
+        """The folds the dataset has."""
+        return sorted(int(f) for f in self.metadata["fold"].unique())
+
+    def identity(self, folds: Sequence[int | None]) -> DatasetIdentity:
+        """Return the :class:`DatasetIdentity` of a run on ``folds`` (None entries are ignored)."""
+        used = self.metadata[self.metadata["fold"].isin([f for f in folds if f is not None])]
+        return dataset_identity(self.root, used, self.cache_key)
+
+
+class _PermutedLabels(Dataset):
+    """A dataset whose labels are replaced (the permuted-labels sanity check)."""
+
+    def __init__(self, base: Dataset, labels: np.ndarray) -> None:
+        self.base, self.labels = base, np.asarray(labels, dtype=np.int64)
+        self.cache, self.rows = base.cache, base.rows  # served like the base, from the same cache rows
+        self.table = base.table.assign(classID=self.labels, **{"class": [CLASSES[i] for i in self.labels]})
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.base[i][0], int(self.labels[i])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.base.__getitems__(indices)
+        return batch.waveforms, torch.from_numpy(self.labels[np.asarray(indices, dtype=np.int64)])
+
+
+@dataclass
+class RunData:
+    """The datasets of one run and how their batches are served."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    skipped: list[tuple[str, str]]
+    identity: DatasetIdentity
+    path: DataPath
+    sr: int
+    length: int
+
+
+def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdentity, *,
+                 cache_dir: str | Path | None, skip_bad: bool, progress: bool, ddp: bool,
+                 device: torch.device) -> RunData:
+    """Format the clips (once: on rank 0 under torchrun, while the others wait) and build the datasets."""
+    from us8k_lib.dataset import US8KDataset, build_cache
+
+    root, metadata = source.root, source.metadata
+    if ddp:  # one rank formats the 8 732 clips; the others open the finished cache
+        if is_main():
+            build_cache(root, metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+        barrier()
+    kwargs = dict(metadata=metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+    train_folds = [f for f in config.folds_to_train if f in source.folds]
+    train_ds = US8KDataset(root, train_folds, **kwargs)
+    val_ds = US8KDataset(root, [config.val_fold], **kwargs) if config.val_fold is not None else None
+    test_ds = US8KDataset(root, [config.test_fold], **kwargs)
+    if len(train_ds) == 0:
+        raise US8KError(f"{root}: no training clips in folds {list(config.folds_to_train)}")
+    if val_ds is not None and len(val_ds) == 0:
+        raise US8KError(f"{root}: no validation clips in fold {config.val_fold}")
+    if len(test_ds) == 0:
+        raise US8KError(f"{root}: no test clips in fold {config.test_fold}")
+    skipped = [s for ds in (train_ds, val_ds, test_ds) if ds is not None for s in ds.skipped]
+    if config.permute_labels:
+        labels = train_ds.table["classID"].to_numpy()
+        perm = np.random.default_rng(config.seed).permutation(len(labels))
+        train_ds = _PermutedLabels(train_ds, labels[perm])
+    path = choose_data_path(config.data, device, test_ds.cache.nbytes)
+    return RunData(train_ds, val_ds, test_ds, skipped, identity, path, int(test_ds.cache.sr),
+                   int(test_ds.cache.length))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Return the run's optimizer for ``model``'s parameters.
+
+    ``adamw``: decoupled weight decay on the weights of convolutions and linear layers (the
+    parameters with two or more dimensions), none on biases and BatchNorm scales and shifts,
+    whose size is not what overfitting is made of (nanoGPT's ``configure_optimizers``, timm's
+    parameter groups). ``adam``: the original tutorial's, an L2 penalty on every parameter.
+    Used by notebook 5 (through :func:`us8k_lib.train.fit`) and the benchmarks.
+    """
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """Return (scheduler, stepped per batch?)."""
+    total = config.epochs * steps_per_epoch
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                                   pct_start=0.25), True
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), False
+
+
+@dataclass
+class Parts:
+    """What trains: the network (``net``; ``model`` is what the step calls: DDP-wrapped and/or
+    compiled), its optimizer and schedule, the augmenter, and the epoch's batches."""
+
+    net: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    per_batch: bool
+    augmenter: Any
+    sampler: EpochSampler
+    batches: DataLoader | DeviceBatches
+
+    def training_state(self) -> dict[str, Any]:
+        """What a checkpoint adds to the weights so that training continues as if never stopped."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_states(),
+                **({"augment": self.augmenter.state_dict()} if self.augmenter is not None else {})}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Put back what :meth:`training_state` (and the weights) saved."""
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_rng_states(ckpt["rng"])
+        if self.augmenter is not None and "augment" in ckpt:
+            self.augmenter.load_state_dict(ckpt["augment"])
+
+
+def build_parts(config: TrainConfig, data: RunData, device: torch.device, *, ddp: bool, rank: int,
+                world: int) -> Parts:
+    """Return the run's :class:`Parts` on ``device`` (DDP-wrapped under torchrun)."""
+    from us8k_lib.model import ModelConfig, build_model
+
+    net = build_model(ModelConfig(name=config.model, n_classes=len(CLASSES), width=config.width,
+                                  normalize=config.normalize)).to(device)
+    model = net
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        # Fuses BatchNorm, ReLU and pooling into fewer kernels; the first steps pay the compile.
+        model = torch.compile(model, backend=COMPILE_BACKEND)
+    optimizer = make_optimizer(config, net)
+    sampler = EpochSampler(len(data.train), config.seed, rank=rank, world=world)
+    batches = training_batches(data.train, config.batch_size // world, path=data.path, device=device,
+                               sampler=sampler, workers=config.workers)
+    scheduler, per_batch = _make_scheduler(config, optimizer, len(batches))
+    augmenter = None
+    if config.augments:
+        from us8k_lib.augment import Augmenter
+
+        augmenter = Augmenter.from_config(config, sr=data.sr, n_classes=len(CLASSES), device=device, rank=rank)
+    return Parts(net, model, optimizer, scheduler, per_batch, augmenter, sampler, batches)
+
+
+def describe(config: TrainConfig, data: RunData, parts: Parts, device: torch.device, ddp: bool, world: int) -> str:
+    """Return the line a run prints before its first epoch: what trains on what, where, and how."""
+    val = f", validating on {len(data.val)} (fold {config.val_fold})" if data.val is not None else ""
+    where = f"{world} ranks ({device.type}, DDP)" if ddp else f"device {device.type}"
+    folds = ",".join(map(str, sorted(set(data.train.table["fold"]))))
+    served = ("batches gathered on the device from a copy of the cache" if data.path.kind == "device" else
+              f"batches through a DataLoader ({parts.batches.num_workers} workers)")
+    return (f"Training {parts.net.title} on {len(data.train)} clips (folds {folds}){val}, testing on "
+            f"{len(data.test)} (fold {config.test_fold}) of {data.identity.name}; {where}; {served}: "
+            f"{data.path.reason}" + (f"; augmenting: {parts.augmenter.describe()}" if parts.augmenter else "")
+            + ("; torch.compile" if config.compile else "") + ".")
