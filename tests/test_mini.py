@@ -372,5 +372,8 @@ def test_command_prints_a_summary(tiny_root: Path, capsys: pytest.CaptureFixture
 def test_cli_reports_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from us8k_lib.cli import main
 
-    assert main(["make-mini", "--root", str(tmp_path), "--size", "huge"]) == 1
-    assert "unknown mini dataset size 'huge'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's line, exit 2, nothing written
+        main(["make-mini", "--root", str(tmp_path), "--size", "huge"])
+    assert exit_.value.code == 2
+    assert "argument --size: expected one of tiny, mini, medium, got 'huge'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from us8k_lib.errors import DatasetNotFoundError, MetadataError
-from us8k_lib.paths import METADATA_RELPATH, normalize_root
+from us8k_lib.layout import METADATA_RELPATH, normalize_root
 
 #: The 10 class names; the index is the ``classID``.
 CLASSES: tuple[str, ...] = (

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
-from us8k_lib.paths import DATASET_DIRNAME, METADATA_RELPATH, project_data_dir
+from us8k_lib.layout import DATASET_DIRNAME, MARKER_NAME, METADATA_RELPATH, project_data_dir, read_marker
 from us8k_lib.synth import (  # noqa: F401 - synthesize and the synthesizers are used through this module too
     _STREAM_FORCE,
     _STREAM_FORMAT,
@@ -56,8 +56,6 @@ from us8k_lib.synth import (  # noqa: F401 - synthesize and the synthesizers are
     synthesize,
 )
 
-#: Name of the marker file that makes a folder a generated mini dataset (see ``paths.is_mini``).
-MARKER_NAME = "MINI_DATASET.txt"
 #: Bumped whenever the synthesis or selection changes, so an old dataset is not taken for a new one.
 GENERATOR_VERSION = 2
 #: The fold the sizes give more clips to: the tutorial's test fold.
@@ -345,22 +343,6 @@ def _marker_text(seed: int, size: str, plan: pd.DataFrame) -> str:
         "Its metadata is licensed under Creative Commons Attribution-NonCommercial 3.0 (CC BY-NC 3.0):\n"
         "https://creativecommons.org/licenses/by-nc/3.0/\n"
     )
-
-
-def read_marker(dataset: str | Path) -> dict[str, str] | None:
-    """Return the ``key: value`` fields of a mini dataset's marker file, or None if there is none.
-
-    ``dataset`` is the ``UrbanSound8K`` folder. Used by :func:`make_mini` and notebook 1.
-    """
-    path = Path(dataset) / MARKER_NAME
-    if not path.is_file():
-        return None
-    fields = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key.isidentifier():
-            fields[key] = value.strip()
-    return fields
 
 
 def _same(marker: dict[str, str] | None, seed: int, size: str) -> bool:

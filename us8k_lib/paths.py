@@ -10,6 +10,10 @@ The package also ships a real sample: 20 genuine UrbanSound8K clips, two per cla
 dataset folder (:func:`sample_root`). Wherever a root is given (``--root``, ``US8K_ROOT``, the
 ``root`` argument), the word :data:`SAMPLE` (``sample``) means that folder; a folder that happens
 to be called ``sample`` is reached as ``./sample``.
+
+The folder layout itself (the metadata's place, the sample, the data folder, the mini dataset's
+marker) is :mod:`us8k_lib.layout`, re-exported here; this module adds the choice of a dataset,
+generating the mini one when there is none, and the disk-space check.
 """
 
 from __future__ import annotations
@@ -19,89 +23,24 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from us8k_lib.errors import DatasetNotFoundError, DiskSpaceError
+from us8k_lib.errors import DiskSpaceError
+from us8k_lib.layout import (  # noqa: F401 - the layout's names are part of this module's interface
+    DATASET_DIRNAME,
+    MARKER_NAME,
+    METADATA_RELPATH,
+    MINI_SEED,
+    SAMPLE,
+    clip_path,
+    is_mini,
+    is_sample,
+    normalize_root,
+    project_data_dir,
+    read_marker,
+    sample_root,
+)
 
 if TYPE_CHECKING:  # pandas is only needed (and imported) by sample_credits
     import pandas as pd
-
-#: Folder name of the dataset inside any root, as in the official archive.
-DATASET_DIRNAME = "UrbanSound8K"
-#: Relative location of the metadata CSV inside the dataset folder.
-METADATA_RELPATH = Path("metadata") / "UrbanSound8K.csv"
-#: Seed the default mini dataset is generated with (tests and notebooks rely on it).
-MINI_SEED = 0
-#: The spelling that selects the bundled real sample wherever a dataset root is accepted.
-SAMPLE = "sample"
-_SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
-
-
-def sample_root() -> Path:
-    """Return the bundled real sample: an ``UrbanSound8K`` folder of 20 genuine clips, two per class.
-
-    It ships inside the package (so a pip install has it), with the clips' 20 metadata rows, their
-    freesound.org authors (``CREDITS.csv``) and the CC BY-NC 3.0 licence (``README.md``). Every
-    function that takes a dataset root accepts it. Used by notebooks 2, 3 and 5.
-    """
-    return _SAMPLE_DIR
-
-
-def is_sample(root: str | Path) -> bool:
-    """Return True if ``root`` is the bundled real sample (the folder or the word ``sample``)."""
-    if isinstance(root, str) and root == SAMPLE:
-        return True
-    try:
-        return Path(root).expanduser().resolve() == _SAMPLE_DIR
-    except OSError:
-        return False
-
-
-def project_data_dir() -> Path:
-    """Return the folder that holds downloaded and generated datasets, caches and runs.
-
-    ``US8K_DATA_DIR`` wins; otherwise ``data/`` beside ``pyproject.toml`` when the package is
-    installed in editable mode from a checkout, else ``./data``. Used by every notebook.
-    """
-    env = os.environ.get("US8K_DATA_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "us8k_lib").is_dir():
-        return checkout / "data"
-    return Path.cwd() / "data"
-
-
-def normalize_root(path: str | Path) -> Path:
-    """Return the ``UrbanSound8K`` folder given that folder or its parent.
-
-    The string ``"sample"`` (:data:`SAMPLE`) returns :func:`sample_root`.
-
-    Raises:
-        DatasetNotFoundError: naming the path, if neither it nor ``path/UrbanSound8K`` holds
-            ``metadata/UrbanSound8K.csv``.
-    """
-    if isinstance(path, str) and path == SAMPLE:
-        return sample_root()
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DatasetNotFoundError(f"{p}: dataset root does not exist")
-    if not p.is_dir():
-        raise DatasetNotFoundError(f"{p}: dataset root is not a directory")
-    for candidate in (p, p / DATASET_DIRNAME):
-        if (candidate / METADATA_RELPATH).is_file():
-            return candidate.resolve()
-    raise DatasetNotFoundError(
-        f"{p}: no {METADATA_RELPATH.as_posix()} here or in {DATASET_DIRNAME}/ "
-        "(pass the UrbanSound8K folder or its parent)"
-    )
-
-
-def clip_path(root: str | Path, fold: int, slice_file_name: str) -> Path:
-    """Return the path of one clip: ``root/audio/fold{fold}/{slice_file_name}``.
-
-    ``root`` is the ``UrbanSound8K`` folder (see :func:`normalize_root`). Used by notebooks 2 and 3.
-    """
-    return Path(root) / "audio" / f"fold{int(fold)}" / slice_file_name
-
 
 def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
     """Decide which UrbanSound8K folder to use; return it and a sentence saying which and why.
@@ -116,7 +55,7 @@ def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
     elif (project_data_dir() / DATASET_DIRNAME / METADATA_RELPATH).is_file():
         found, why = (project_data_dir() / DATASET_DIRNAME).resolve(), "the downloaded dataset in the data folder"
     else:
-        from us8k_lib.mini import make_mini  # late import: synthesis is only needed here
+        from us8k_lib.mini import make_mini  # late: synthesis and pandas are only needed here
 
         found = make_mini(project_data_dir() / "mini", seed=MINI_SEED)
         return found, ("Using the generated mini dataset (no real UrbanSound8K found). For the real data: "
@@ -144,11 +83,6 @@ def resolve_root(root: str | Path | None = None, *, verbose: bool = True) -> Pat
     return found
 
 
-def is_mini(root: str | Path) -> bool:
-    """Return True if ``root`` is a dataset generated by ``make-mini`` (it leaves a marker file)."""
-    return (Path(root) / "MINI_DATASET.txt").is_file()
-
-
 def describe_dataset(root: str | Path) -> str:
     """Say in a few words what a dataset folder holds: synthesized sounds or real recordings.
 
@@ -171,14 +105,12 @@ def dataset_name(root: str | Path) -> str:
     ``"mini-tiny"``, ``"mini-medium-seed3"`` ... for other sizes and seeds; otherwise the folder's
     own name (``"UrbanSound8K"`` for the download). Two datasets can share a name (two copies of
     the real data): a run folder also records its dataset's identity, which is what resuming and
-    skipping check (:mod:`us8k_lib.runs`). Used by notebooks 6-8 and the ``train`` and
+    skipping check (:mod:`us8k_lib.runfolder`). Used by notebooks 6-8 and the ``train`` and
     ``crossval`` commands.
     """
     if is_sample(root):
         return SAMPLE
     if is_mini(root):
-        from us8k_lib.mini import read_marker  # late import: mini pulls in the synthesizer
-
         marker = read_marker(root) or {}
         size, seed = marker.get("size", "mini"), marker.get("seed", str(MINI_SEED))
         return "mini" + ("" if size == "mini" else f"-{size}") + ("" if seed == str(MINI_SEED) else f"-seed{seed}")
@@ -194,7 +126,7 @@ def sample_credits() -> pd.DataFrame:
     """
     import pandas as pd
 
-    return pd.read_csv(_SAMPLE_DIR / "CREDITS.csv", dtype={"fold": "int64", "fsID": "int64"}, keep_default_na=False)
+    return pd.read_csv(sample_root() / "CREDITS.csv", dtype={"fold": "int64", "fsID": "int64"}, keep_default_na=False)
 
 
 def _gb(n: float) -> str:
