@@ -79,3 +79,9 @@ def test_no_import_cycle_inside_the_package() -> None:
     assert "mini" in graph["paths"] and "paths" not in graph["mini"]  # the cycle this replaced
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_package_docstring_names_every_module() -> None:
+    """``us8k_lib``'s docstring lists the modules by notebook: a new module must be placed there."""
+    unnamed = [m for m in MODULES if m not in ("__init__", "__main__") and f"``{m}``" not in (us8k_lib.__doc__ or "")]
+    assert unnamed == []

@@ -216,6 +216,24 @@ def test_too_short_or_misshaped_input_is_a_clear_error(name: str) -> None:
         model(torch.zeros(2, 32000))
 
 
+def test_every_model_scales_its_input_to_unit_rms_alike() -> None:
+    """One input rule for every model (us8k_lib.model_input): unit RMS per clip, silence left alone."""
+    from us8k_lib.model_input import SILENCE_RMS, prepare_input
+
+    x = torch.randn(3, 1, 8000) * torch.tensor([0.01, 0.5, 3.0])[:, None, None]
+    x[2] = 0.5 * SILENCE_RMS  # a clip quieter than the silence floor
+    y = prepare_input(x, title="M", receptive_field=100, normalize=True)
+    torch.testing.assert_close(y[:2].pow(2).mean(dim=-1).sqrt(), torch.ones(2, 1))
+    torch.testing.assert_close(y[2], x[2] / SILENCE_RMS)  # divided by the floor, not blown up to unit RMS
+    assert prepare_input(x, title="M", receptive_field=100, normalize=False) is x
+    torch.manual_seed(0)
+    loud = torch.randn(2, 1, 32000) * 0.05
+    for name in MODEL_NAMES:
+        model = build_model(name, width=4, normalize=True).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(loud), model(8 * loud), rtol=1e-4, atol=1e-4, msg=name)
+
+
 def _influence(model: nn.Module, length: int, step: int, batch: int = 4) -> torch.Tensor:
     """Input samples whose gradient on feature step ``step`` is nonzero for some random input."""
     x = torch.randn(batch, 1, length, generator=torch.Generator().manual_seed(2), requires_grad=True)

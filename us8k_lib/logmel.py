@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from us8k_lib.audio import TARGET_SR, torchaudio
+from us8k_lib.model_input import prepare_input
 
 TITLE = "LogMel-CNN"
 #: The front end's parameters (see the module docstring for the reasons).
@@ -66,7 +67,6 @@ LOG_OFFSET = 1e-6
 #: Channels of the four blocks are width, 2 width, 4 width, 8 width.
 WIDTH = 32
 BLOCKS = 4
-_SILENCE_RMS = 1e-4  # as the raw-waveform models: a silent clip is not amplified
 
 
 class LogMelFrontEnd(nn.Module):
@@ -139,13 +139,8 @@ class LogMelCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last block's output averaged over frequency, ``[batch, channels, time]``."""
-        if x.dim() != 3 or x.shape[1] != 1:
-            raise ValueError(f"{self.title} expects input of shape [batch, 1, samples], got {list(x.shape)}")
-        if x.shape[-1] < self.receptive_field:
-            raise ValueError(f"input of {x.shape[-1]} samples is shorter than {self.title}'s receptive field of "
-                             f"{self.receptive_field} samples; pad the audio (e.g. audio.pad_or_crop)")
-        if self.config.normalize:
-            x = x / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(_SILENCE_RMS)
+        x = prepare_input(x, title=self.title, receptive_field=self.receptive_field,
+                          normalize=self.config.normalize)
         return self.blocks(self.frontend(x)[:, None]).mean(dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

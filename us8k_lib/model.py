@@ -1,7 +1,9 @@
-"""The raw-waveform CNNs of Dai et al. (2017): M3, M5, M11, M18 and M34-res, built from one table.
+"""Every model of the project, by name: the raw-waveform CNNs of Dai et al. (2017) -- M3, M5, M11,
+M18 and M34-res, built from one table -- and, through the same :func:`build_model`, the log-mel
+CNN of :mod:`us8k_lib.logmel` (``"logmel"``, notebook 8).
 
 W. Dai, C. Dai, S. Qu, J. Li and S. Das, *Very Deep Convolutional Neural Networks for Raw
-Waveforms*, ICASSP 2017 (arXiv:1610.00087), Table 1. Every model starts the same way: an
+Waveforms*, ICASSP 2017 (arXiv:1610.00087), Table 1. Every raw-waveform model starts the same way: an
 80-sample, stride-4 convolution (10 ms filters at 8 kHz) and a max-pool of 4, which take 32 000
 samples down to 1 995 time steps. Then come stages of 3-tap convolutions, each stage twice as wide
 as the one before, with a max-pool of 4 between stages. Every convolution is followed by
@@ -40,6 +42,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import nn
+
+from us8k_lib.model_input import prepare_input
 
 # ---------------------------------------------------------------------------------------------
 # The family: Table 1 of Dai et al. (2017), one line per model
@@ -92,8 +96,6 @@ FIRST_KERNEL = 80  # samples: 10 ms at 8 kHz
 FIRST_STRIDE = 4
 POOL = 4
 KERNEL = 3  # every later convolution
-#: RMS below which a clip counts as silent and is not amplified (about -80 dBFS).
-_SILENCE_RMS = 1e-4
 
 
 def parse_model_name(name: str) -> str:
@@ -247,15 +249,8 @@ class RawWaveformCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last layer's output, ``[batch, channels, time]`` (before the mean over time)."""
-        if x.dim() != 3 or x.shape[1] != 1:
-            raise ValueError(f"{self.title} expects input of shape [batch, 1, samples], got {list(x.shape)}")
-        if x.shape[-1] < self.receptive_field:
-            raise ValueError(
-                f"input of {x.shape[-1]} samples is shorter than {self.title}'s receptive field of "
-                f"{self.receptive_field} samples; pad the audio (e.g. audio.pad_or_crop)"
-            )
-        if self.config.normalize:
-            x = x / x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(_SILENCE_RMS)
+        x = prepare_input(x, title=self.title, receptive_field=self.receptive_field,
+                          normalize=self.config.normalize)
         return self.blocks(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -429,10 +424,11 @@ def family_table(length: int = 32000, sr: int = 8000, n_classes: int = 10) -> pd
     for name in MODEL_NAMES:
         model = build_model(name, n_classes=n_classes)
         table = compute_layer_table(model, length=length, sr=sr)
+        last_block = table[table["layer"].str.startswith("blocks.")].iloc[-1]  # what the mean over time reads
         rows.append({
             "model": model.title, "name": name, "parameters": count_parameters(model),
             "receptive_field": model.receptive_field,
             "receptive_field_ms": 1000 * model.receptive_field / sr, "hop": model.hop,
-            "output_steps": table.iloc[-3]["output_shape"][-1],
+            "output_steps": last_block["output_shape"][-1],
         })
     return pd.DataFrame(rows)

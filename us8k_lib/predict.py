@@ -33,6 +33,7 @@ from us8k_lib.checkpoint import load_checkpoint, load_model
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.runfolder import weights_file, write_json
+from us8k_lib.validate import SILENCE_PEAK  # a window quieter than a silent clip (-80 dBFS) is not classified
 
 #: File name endings ``predict`` picks up inside folders: the containers libsndfile decodes.
 #: A file named explicitly is tried whatever its name.
@@ -43,9 +44,6 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset({
 #: Shortest sound classified (s). UrbanSound8K's shortest clips are 0.0545 s long (the metadata's
 #: end - start), so the model never saw less; 0.05 s is 400 samples at 8 kHz.
 MIN_SECONDS = 0.05
-#: A window whose absolute peak, as the model hears it, is below this (-80 dBFS) is silent:
-#: nothing to classify (the same threshold as ``validate``).
-SILENCE_PEAK = 1e-4
 #: Seconds between the starts of two windows of a sound longer than the model's input (half a
 #: window: every moment of the sound is heard in two windows, once near the middle).
 HOP_SECONDS = 2.0
