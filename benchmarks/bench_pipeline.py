@@ -75,7 +75,7 @@ from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
 from us8k_lib.recipe import PRESETS
-from us8k_lib.train import TrainConfig, make_optimizer
+from us8k_lib.train import TrainConfig, make_optimizer, training_step
 
 #: The recipe the rows measure 'fit' with: the mini preset (batch 16), which the notebooks and the
 #: commands use on the small datasets (the real-data default, batch 128, is P3's headline batch).
@@ -301,20 +301,16 @@ def make_step(variant: str, batch: int) -> Callable[[], None]:
 
         return tutorial_step
 
-    # Mirrors the inner loop of us8k_lib.train.fit on CPU: logits, cross-entropy, Adam, no
-    # autocast (this CPU has no native bf16); the caller runs it inside reuse_freed_memory(), as
-    # fit does.
+    # The library's training step (us8k_lib.train.training_step), with no autocast (this CPU has
+    # no native bf16); the caller runs it inside reuse_freed_memory(), as fit does.
     model = build_model("m5")
     forward = torch.compile(model) if variant == "ours-compiled" else model
     config = FIT
     opt = make_optimizer(config, model)
+    cpu = torch.device("cpu")
 
     def step() -> None:
-        logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, logits = training_step(forward, opt, x, y, device=cpu, amp=False)
         loss.item()
         (logits.argmax(dim=1) == y).sum().item()
 
@@ -414,10 +410,7 @@ def p5_child(root: str, cache_dir: str, fwd_batches: int, keep_freed: bool = Tru
                                                workers=config.workers, generator=torch.Generator().manual_seed(1))):
             if i == fwd_batches:
                 break
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            training_step(model, opt, x, y, device=device)
     print(json.dumps({
         "clips": n, "batch_size": config.batch_size, "workers": config.workers, "fwd_batches": fwd_batches,
         "start_rss_kb": start_kb, "data_hwm_kb": data_kb,
@@ -455,7 +448,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
     on; reuse_freed_memory on a CPU) on the same batch, alternating ``rounds`` times, ``steps``
     steps each; each variant's best round counts."""
     from us8k_lib.augment import AUGMENT_PRESETS, Augmenter
-    from us8k_lib.devices import autocast, decide_amp
+    from us8k_lib.devices import decide_amp
 
     amp = decide_amp(device, FIT.amp)  # as fit decides: fp32 unless --amp
 
@@ -477,12 +470,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
 
             def step(aug: Augmenter | None) -> None:
                 xb, target = (x, y) if aug is None else aug(x, y)
-                with autocast(device, amp):
-                    logits = model(xb)
-                loss = F.cross_entropy(logits.float(), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                training_step(model, opt, xb, target, device=device, amp=amp)
 
             times: dict[str, list[float]] = {k: [] for k in variants}
             for aug in variants.values():

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.errors import US8KError
+from us8k_lib.errors import SettingsError, US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import display_name
 from us8k_lib.recipe import TrainConfig
@@ -169,7 +169,7 @@ def fold_roles(dataset_folds: Sequence[int], test_fold: int) -> tuple[int, list[
     """
     folds = sorted(int(f) for f in dataset_folds)
     if len(folds) < 3:
-        raise ValueError(f"cross-validation needs at least 3 folds (train, validation, test); the dataset has {folds}")
+        raise SettingsError(f"cross-validation needs at least 3 folds (train, validation, test); the dataset has {folds}")
     i = folds.index(test_fold)
     val = folds[i - 1]
     return val, [f for f in folds if f not in (test_fold, val)]
@@ -218,8 +218,8 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and dist.world_size() > 1:
-        raise ValueError("jobs > 1 runs folds side by side in one command; under torchrun the ranks already do "
-                         "(use one or the other)")
+        raise SettingsError("jobs > 1 runs folds side by side in one command; under torchrun the ranks already do "
+                            "(use one or the other)")
     main = dist.is_main()
     fold_verbose = verbose  # every rank reports the folds it trains
     verbose = verbose and main
@@ -229,6 +229,7 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
     absent = [f for f in wanted if f not in dataset_folds]
     if absent:
         raise US8KError(f"{source.root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
+    roles = {test_fold: fold_roles(dataset_folds, test_fold) for test_fold in wanted}  # before the folder is made
     out = Path(out) if out is not None else default_run_dir("crossval", config.model, source.root)
     with locked(out, main):
         if verbose:
@@ -236,12 +237,12 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
         identity = source.identity(dataset_folds)
         tasks = []
         for test_fold in wanted:  # every fold checked first: nothing trains if one is refused
-            val_fold, train_folds = fold_roles(dataset_folds, test_fold)
+            val_fold, train_folds = roles[test_fold]
             fold_config = dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold,
                                               train_folds=tuple(train_folds))
             run = fold_dir(out, test_fold)
-            tasks.append((fold_config, run, plan(run, fold_config.to_dict(), identity, resume=not overwrite,
-                                                 overwrite=overwrite)))
+            tasks.append((fold_config, run, plan(run, fold_config.to_dict(), identity, resume=False, overwrite=overwrite,
+                                                 continue_unfinished=True)))
         # One cache for every fold: built once, on one rank, before anybody trains.
         if main:
             from us8k_lib.dataset import build_cache

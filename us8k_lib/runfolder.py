@@ -351,11 +351,13 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
     return "resumable" if int(ckpt["epoch"]) < int(config["epochs"]) else "finished"
 
 
-def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool, overwrite: bool) -> str:
+def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool, overwrite: bool,
+         continue_unfinished: bool = False) -> str:
     """Return what a run of ``config`` on ``dataset`` will do with the folder ``run``, changing nothing:
     ``"new"``, ``"resume"`` (continue its checkpoint), ``"finished"`` (nothing left to train) or
     ``"overwrite"`` (remove the run there and start over). The rule of the module docstring;
-    ``crossval`` checks every fold with it before training any.
+    ``crossval`` checks every fold with it before training any, with ``continue_unfinished``
+    (an unfinished run of the same settings is continued without being asked to resume).
 
     Raises:
         RunExistsError: the folder holds a run this one must not replace (the choices are named).
@@ -369,7 +371,7 @@ def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resu
     status = run_status(run, config, dataset)
     if status in ("empty", "finished"):
         return "new" if status == "empty" else "finished"
-    if status == "resumable" and resume:
+    if status == "resumable" and (resume or continue_unfinished):
         return "resume"
     ckpt = load_checkpoint(run / CHECKPOINT_NAME)
     if status == "resumable":
@@ -551,6 +553,11 @@ def weights_file(path: str | Path) -> tuple[Path, str]:
     if (path / CHECKPOINT_NAME).is_file():
         return path / CHECKPOINT_NAME, "the last epoch (checkpoint.pt; the run had no validation fold)"
     raise CheckpointError(f"{path}: a folder without {BEST_NAME} or {CHECKPOINT_NAME} (not a run folder of train)")
+
+
+def has_checkpoint(run: str | Path) -> bool:
+    """True when ``run`` holds a checkpoint a run could continue from (``train`` says so when stopped)."""
+    return (Path(run) / CHECKPOINT_NAME).is_file()
 
 
 def read_results(run: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

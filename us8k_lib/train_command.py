@@ -26,7 +26,7 @@ def train_command(args: argparse.Namespace) -> int:
     from us8k_lib.model import parse_model_name
     from us8k_lib.paths import choose_root
     from us8k_lib.recipe import config_from_args, flag_values, recipe_line
-    from us8k_lib.runfolder import OpenRun, default_run_dir
+    from us8k_lib.runfolder import OpenRun, default_run_dir, has_checkpoint
 
     root, where = choose_root(args.root)
     model_name = parse_model_name(flag_values(args).get("model", "m5"))
@@ -41,11 +41,11 @@ def train_command(args: argparse.Namespace) -> int:
             print(f"{recipe_line(config, sources, amp=placement.amp)}; {note}")
             print(where)
         try:
-            result = fit(config, root=root, out=out, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+            result = fit(config, root=root, out=out, resume=args.resume, overwrite=args.overwrite,
                          skip_bad=args.skip_bad, verbose=True, sources=sources, show_recipe=False,
                          placement=placement)
         except KeyboardInterrupt:
-            if main and out.is_dir() and any(out.iterdir()):
+            if main and has_checkpoint(out):
                 launcher = "torchrun ... -m us8k_lib" if distributed else "python -m us8k_lib"
                 print(f"Stopped; the last finished epoch is saved. Continue with: {launcher} train "
                       f"--out {out} --resume", file=sys.stderr)

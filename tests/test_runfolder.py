@@ -1,0 +1,232 @@
+"""The run folder's rules: one run at a time (a lock that dies with its process), nothing finished
+replaced unasked, killed writes swept, and messages that name the file (on the tiny dataset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from us8k_lib import cli
+from us8k_lib.checkpoint import load_checkpoint, load_model
+from us8k_lib.crossval import SUMMARY_JSON, crossval, fold_dir
+from us8k_lib.errors import CheckpointError
+from us8k_lib.predict import Classifier
+from us8k_lib.runfolder import (
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    LOCK_NAME,
+    METRICS_NAME,
+    RunExistsError,
+    RunInUseError,
+    RunLock,
+    save_checkpoint,
+)
+from us8k_lib.train import TrainConfig, fit
+
+pytestmark = pytest.mark.slow
+
+# Small for testing: a narrow M5 trains an epoch of tiny in about a second.
+SMALL = dict(epochs=1, batch_size=16, lr=3e-3, width=8, seed=0)
+FLAGS = ["--epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--width", "8", "--seed", "0", "--preset", "mini"]
+QUIET = dict(progress=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runfolder-data")
+
+
+@pytest.fixture()
+def cache_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The commands' cache (their data folder is the module's), which the fit calls share: formatted once."""
+    monkeypatch.setenv("US8K_DATA_DIR", str(data_dir))
+    return data_dir / "cache"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    """Start a process that holds ``folder``'s lock (as a run in progress does) until it is killed."""
+    code = ("import sys, time\nfrom us8k_lib.runfolder import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+            "print('locked', flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_two_trainings_into_one_folder_the_second_stops_naming_folder_and_holder(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The repro: a training runs in --out (paused after its first epoch) while a second starts there."""
+    out, go = tmp_path / "same", tmp_path / "go"
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom us8k_lib.train import TrainConfig, fit\n"
+        "def wait(row):\n    Path(sys.argv[3] + '-paused').touch()\n"
+        "    while not Path(sys.argv[3]).exists():\n        time.sleep(0.05)\n"
+        "fit(TrainConfig(epochs=2, batch_size=16, lr=3e-3, width=8, seed=0), sys.argv[1], sys.argv[2],"
+        " cache_dir=sys.argv[4], progress=False, verbose=False, callback=wait)\n")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tiny_root), str(out), str(go),
+                              str(cache_dir)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{go}-paused").exists():  # its first epoch saved, the run still going
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first run wrote no epoch in time"
+            time.sleep(0.1)
+        before = _snapshot(out)
+        code = cli.main(["train", "--root", str(tiny_root), *FLAGS[:-4], "--seed", "1", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err.startswith(f"error: {out}: in use by another run (process {first.pid} on {socket.gethostname()})")
+        assert _snapshot(out) == before  # the second wrote nothing
+    finally:
+        go.touch()
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    metrics = json.loads((out / METRICS_NAME).read_text())
+    assert metrics["config"]["seed"] == 0 and metrics["epoch"] == 2  # the first run's files, whole
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_killed_holder_never_blocks_and_its_stale_temporary_is_swept(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    holder = _hold_lock(out)
+    with pytest.raises(RunInUseError, match=rf"in use by another run \(process {holder.pid} on "):
+        fit(TrainConfig(**SMALL), tiny_root, out, cache_dir=cache_dir, **QUIET)
+    _kill(holder)  # as a run killed mid-write: its lock file and a temporary stay behind
+    stale = out / f".{CHECKPOINT_NAME}.tmp-{holder.pid}"
+    stale.write_bytes(b"half a checkpoint")
+    assert (out / LOCK_NAME).exists()
+    result = fit(TrainConfig(**SMALL), tiny_root, out, cache_dir=cache_dir, **QUIET)
+    assert result.history["epoch"].tolist() == [1]
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, "predictions.csv"]
+
+
+def test_the_lock_is_released_and_taken_again_in_one_process(tmp_path: Path) -> None:
+    with RunLock(tmp_path) as lock:
+        assert (tmp_path / LOCK_NAME).read_text() == f"process {os.getpid()} on {socket.gethostname()}\n"
+        with pytest.raises(RunInUseError, match=str(tmp_path)):
+            RunLock(tmp_path).acquire()  # another open file description: refused as another process is
+    assert not lock.path.exists()
+    with RunLock(tmp_path):
+        pass
+
+
+def test_train_twice_into_one_folder(tiny_root: Path, cache_dir: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--root", str(tiny_root), *FLAGS, "--out", str(out)]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out.strip().splitlines()
+    before = _snapshot(out)
+    (out / f".{METRICS_NAME}.tmp-999999").write_text("{")  # a write a killed process left
+
+    # The same settings and dataset: finished, reported again, nothing trained or rewritten.
+    assert cli.main(args) == 0
+    again = capsys.readouterr().out.strip().splitlines()
+    assert any("holds this run, finished" in line for line in again)
+    assert not any(line.startswith("epoch 1/1  loss") and line not in first for line in again)
+    assert again[-1] == first[-1]  # the same test accuracy line
+    assert _snapshot(out) == before  # and the stale temporary is gone
+
+    # Other settings: refused before any work, naming the choices; the run is untouched.
+    assert cli.main([*args, "--epochs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out}: holds a finished run with other settings (epochs=2 (saved: 1))" in err
+    assert "--out" in err and "--overwrite" in err
+    assert _snapshot(out) == before
+
+    # Asked to: replaced.
+    assert cli.main([*args, "--epochs", "2", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 2
+
+
+def test_an_unfinished_run_continues_only_when_asked(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(**{**SMALL, "epochs": 2})
+
+    def stop(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tiny_root, tmp_path, cache_dir=cache_dir, callback=stop, **QUIET)
+    before = _snapshot(tmp_path)
+    with pytest.raises(RunExistsError, match=r"unfinished run of these settings \(epoch 1 of 2\)\. Continue it "
+                                             r"with --resume"):
+        fit(config, tiny_root, tmp_path, cache_dir=cache_dir, **QUIET)
+    with pytest.raises(RunExistsError, match="unfinished run with other settings"):
+        fit(TrainConfig(**{**SMALL, "epochs": 2, "seed": 5}), tiny_root, tmp_path, cache_dir=cache_dir, **QUIET)
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(ValueError, match="exclude each other"):
+        fit(config, tiny_root, tmp_path, resume=True, overwrite=True, cache_dir=cache_dir, **QUIET)
+    resumed = fit(config, tiny_root, tmp_path, resume=True, cache_dir=cache_dir, **QUIET)
+    assert resumed.history["epoch"].tolist() == [1, 2]
+
+
+def test_two_crossvals_into_one_folder(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    config = TrainConfig(**SMALL)
+    crossval(config, tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
+    before = _snapshot(fold_dir(out, 1))
+    summary = (out / SUMMARY_JSON).read_text()
+
+    # While another cross-validation holds the folder: stopped at once, the holder named.
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(RunInUseError, match=rf"^{out}: in use by another run \(process {holder.pid} on "):
+            crossval(config, tiny_root, folds=[1, 2], out=out, cache_dir=cache_dir, **QUIET)
+    finally:
+        _kill(holder)
+    # A fold a train command holds stops it too (the folds are locked one by one, as --jobs runs them).
+    holder = _hold_lock(fold_dir(out, 2))
+    try:
+        with pytest.raises(RunInUseError, match=f"{fold_dir(out, 2)}: in use by another run"):
+            crossval(config, tiny_root, folds=[1, 2], out=out, cache_dir=cache_dir, **QUIET)
+    finally:
+        _kill(holder)
+
+    # Other settings: refused before any fold trains, the choices named.
+    with pytest.raises(RunExistsError, match=rf"{fold_dir(out, 1)}: holds a finished run with other settings "
+                                             r"\(epochs=2 \(saved: 1\)\).*--out.*--overwrite"):
+        crossval(TrainConfig(**{**SMALL, "epochs": 2}), tiny_root, folds=[2, 1], out=out, cache_dir=cache_dir,
+                 **QUIET)
+    assert not (fold_dir(out, 2) / CHECKPOINT_NAME).exists()  # fold 2 came first, and still did not train
+    assert _snapshot(fold_dir(out, 1)) == before and (out / SUMMARY_JSON).read_text() == summary
+    # The same settings: fold 1 skipped; asked to overwrite: trained again with the new settings.
+    crossval(config, tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
+    assert _snapshot(fold_dir(out, 1)) == before
+    result = crossval(TrainConfig(**{**SMALL, "epochs": 2}), tiny_root, folds=[1], out=out, overwrite=True,
+                      cache_dir=cache_dir, **QUIET)
+    assert load_checkpoint(fold_dir(out, 1) / CHECKPOINT_NAME)["epoch"] == 2 and len(result.folds) == 1
+    assert not (out / LOCK_NAME).exists() and not (fold_dir(out, 1) / LOCK_NAME).exists()
+
+
+def test_a_truncated_checkpoint_is_called_damaged_and_misfitting_weights_name_the_file(
+        tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"^{cut}: damaged or incomplete checkpoint"):
+        load_checkpoint(cut)
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt["model"] = {k: torch.zeros(1) for k in ckpt["model"]}
+    wrong = tmp_path / "wrong.pt"
+    save_checkpoint(wrong, ckpt)
+    with pytest.raises(CheckpointError, match=rf"^{wrong}: its weights do not fit"):
+        Classifier.from_checkpoint(wrong)
+    with pytest.raises(CheckpointError, match=rf"^{wrong}: its weights do not fit"):
+        load_model(ckpt, path=wrong)
