@@ -60,6 +60,7 @@ CASES = [
     (["train", "--val-fold", "11"], USAGE, ["--val-fold", "integer from 1 to 10"]),
     (["train", "--val-fold", "10", "--test-fold", "10"], USAGE, ["--val-fold", "also the test fold"]),
     (["train", "--val-fold", "10"], USAGE, ["--val-fold", "also the test fold"]),  # the default test fold is 10
+    (["train", "--resume", "--overwrite"], USAGE, ["--overwrite", "not allowed with --resume"]),
     (["train", "--resume-from", "x"], USAGE, ["unrecognized arguments: --resume-from x"]),
     (["crossval", "--folds", "0"], USAGE, ["--folds", "numbered 1-10", "'0'"]),
     (["crossval", "--folds", "1-99"], USAGE, ["--folds", "numbered 1-10", "'1-99'"]),
@@ -90,6 +91,7 @@ CASES = [
     (["crossval", "--root", "MISSING", "--out", "OUT"], FAILURE, ["MISSING", "does not exist"]),
     (["crossval", "--root", "sample", "--folds", "2,4", "--out", "OUT"], FAILURE,
      ["no clips in fold(s) [2, 4]", "folds [1, 3, 5, 7, 9]"]),
+    (["crossval", "--root", "TWO_FOLDS", "--out", "OUT"], FAILURE, ["at least 3 folds", "the dataset has [1, 3]"]),
     (["validate", "--root", "MISSING", "--json", "OUT/report.json"], FAILURE, ["MISSING", "does not exist"]),
     (["predict", "MISSING", "FILE"], FAILURE, ["MISSING", "no such checkpoint"]),
     (["predict", "DIR", "FILE", "--json", "OUT/p.json"], FAILURE, ["DIR", "without best.pt or checkpoint.pt"]),
@@ -98,7 +100,8 @@ CASES = [
 
 
 def _place(argv: list[str], tmp: Path) -> list[str]:
-    names = {"FILE": tmp / "notes.txt", "DIR": tmp / "empty", "MISSING": tmp / "missing", "OUT": tmp / "out"}
+    names = {"FILE": tmp / "notes.txt", "DIR": tmp / "empty", "MISSING": tmp / "missing", "OUT": tmp / "out",
+             "TWO_FOLDS": tmp / "two-folds"}
     out = []
     for arg in argv:
         head, sep, rest = arg.partition("/")
@@ -111,12 +114,29 @@ def _files(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*"))}
 
 
+def _two_fold_dataset(target: Path) -> None:
+    """The bundled sample's metadata cut to folds 1 and 3 (too few to cross-validate); the clips
+    themselves are never reached."""
+    import csv
+
+    from us8k_lib.paths import METADATA_RELPATH, sample_root
+
+    with open(sample_root() / METADATA_RELPATH, newline="") as f:
+        rows = list(csv.DictReader(f))
+    (target / METADATA_RELPATH).parent.mkdir(parents=True)
+    with open(target / METADATA_RELPATH, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["fold"] in ("1", "3"))
+
+
 @pytest.fixture()
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temporary folder as the working directory and the data folder (so a default that would
     write, such as runs/ or the mini dataset, would write here and be seen)."""
     (tmp_path / "notes.txt").write_text("not a checkpoint, a dataset or a folder")
     (tmp_path / "empty").mkdir()
+    _two_fold_dataset(tmp_path / "two-folds")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("US8K_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("US8K_ROOT", raising=False)

@@ -73,6 +73,8 @@ def _folds(text: str) -> str:
 
 def _train_usage(args: argparse.Namespace) -> str | None:
     """Return what is wrong with the combination of ``train``'s flags, or None."""
+    if args.resume and getattr(args, "overwrite", False):
+        return "argument --overwrite: not allowed with --resume (continue the run in --out, or replace it: one of the two)"
     if args.val_fold is not None and args.val_fold == args.test_fold:
         return (f"argument --val-fold: fold {args.val_fold} is also the test fold (--test-fold); the test fold "
                 "must not choose anything: pick another validation fold")

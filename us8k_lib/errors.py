@@ -74,3 +74,10 @@ class RunMismatchError(CheckpointError):
 
 class DiskSpaceError(US8KError):
     """Not enough free disk space for what was asked (the message names the folder and the sizes)."""
+
+
+class SettingsError(US8KError, ValueError):
+    """Settings that cannot work with this dataset or this launch: cross-validation on a dataset of
+    fewer than three folds, a batch that does not split over the torchrun ranks, ``--jobs`` under
+    torchrun. A ValueError too, like every other invalid argument; the command line reports it
+    as one ``error:`` line (exit 1)."""

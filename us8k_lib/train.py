@@ -44,6 +44,7 @@ from us8k_lib.distributed import is_active as dist_is_active
 from us8k_lib.distributed import is_main as dist_is_main
 from us8k_lib.distributed import rank as dist_rank
 from us8k_lib.distributed import world_size as dist_world_size
+from us8k_lib.errors import SettingsError
 from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.recipe import TrainConfig, recipe_line
 from us8k_lib.runfolder import (
@@ -307,8 +308,8 @@ def _check_config(config: TrainConfig | dict[str, Any], world: int) -> TrainConf
     """Return the run's config (a resumed checkpoint's comes as a dict), checked against the ranks."""
     config = TrainConfig.from_dict(config) if isinstance(config, dict) else config
     if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} ranks "
-                         "(the global batch size is kept: pick a multiple of the number of ranks)")
+        raise SettingsError(f"batch_size {config.batch_size} does not split evenly over {world} ranks "
+                            "(the global batch size is kept: pick a multiple of the number of ranks)")
     return config
 
 
