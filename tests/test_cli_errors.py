@@ -92,6 +92,10 @@ CASES = [
     (["crossval", "--root", "sample", "--folds", "2,4", "--out", "OUT"], FAILURE,
      ["no clips in fold(s) [2, 4]", "folds [1, 3, 5, 7, 9]"]),
     (["crossval", "--root", "TWO_FOLDS", "--out", "OUT"], FAILURE, ["at least 3 folds", "the dataset has [1, 3]"]),
+    (["download", "--root", "TWO_FOLDS", "--url", "http://127.0.0.1:9/x.tar.gz"], FAILURE,
+     ["TWO_FOLDS/UrbanSound8K", "not a complete UrbanSound8K", "move it away or delete it"]),
+    (["make-mini", "--root", "TWO_FOLDS", "--size", "tiny"], FAILURE,
+     ["TWO_FOLDS/UrbanSound8K", "not a generated mini dataset"]),
     (["validate", "--root", "MISSING", "--json", "OUT/report.json"], FAILURE, ["MISSING", "does not exist"]),
     (["predict", "MISSING", "FILE"], FAILURE, ["MISSING", "no such checkpoint"]),
     (["predict", "DIR", "FILE", "--json", "OUT/p.json"], FAILURE, ["DIR", "without best.pt or checkpoint.pt"]),
@@ -115,8 +119,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _two_fold_dataset(target: Path) -> None:
-    """The bundled sample's metadata cut to folds 1 and 3 (too few to cross-validate); the clips
-    themselves are never reached."""
+    """An UrbanSound8K folder holding the bundled sample's metadata cut to folds 1 and 3 (too few
+    to cross-validate) and no clips (no command gets as far as them)."""
     import csv
 
     from us8k_lib.paths import METADATA_RELPATH, sample_root
@@ -136,7 +140,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write, such as runs/ or the mini dataset, would write here and be seen)."""
     (tmp_path / "notes.txt").write_text("not a checkpoint, a dataset or a folder")
     (tmp_path / "empty").mkdir()
-    _two_fold_dataset(tmp_path / "two-folds")
+    _two_fold_dataset(tmp_path / "two-folds" / "UrbanSound8K")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("US8K_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("US8K_ROOT", raising=False)
