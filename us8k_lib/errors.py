@@ -1,7 +1,9 @@
-"""Errors the package raises: each names the file it is about and what is wrong with it.
+"""Errors the package raises on bad input: each says what is wrong, and names the file it is about.
 
-Every error a learner can trigger with bad data derives from :class:`US8KError`, so a notebook or
-command can catch one type. Messages always start with the offending path.
+Every error a learner can trigger with bad data or settings derives from :class:`US8KError`, so a
+notebook or command can catch one type (the command line prints it as one ``error:`` line, exit
+1). A message about a file or folder starts with its path; one about settings
+(:class:`SettingsError`) names the setting.
 """
 
 from __future__ import annotations
