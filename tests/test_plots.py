@@ -130,6 +130,10 @@ def test_learning_curves_plot_each_series_from_records_or_frame():
         assert [list(line.get_ydata()) for line in ax_loss.lines] == [[2.0, 1.2, 0.7]]
         assert sorted(line.get_label() for line in ax_acc.lines) == ["test acc", "train acc"]
         assert list(ax_acc.lines[0].get_xdata()) == [1, 2, 3]
+        fig.canvas.draw()
+        ticks = [t for t in ax_acc.get_xticks() if ax_acc.get_xlim()[0] <= t <= ax_acc.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), f"epoch ticks between epochs: {ticks}"
+        plt.close(fig)
 
 
 def test_confusion_matrix_prints_counts_and_colours_row_shares():
@@ -159,19 +163,38 @@ def test_per_class_accuracy_bars_and_overall_line():
     assert widths == {"dog_bark": 0.5, "siren": 1.0, "gun_shot": 0.0}
     assert ax.lines[0].get_xdata()[0] == pytest.approx(0.8)
     assert "n/a" in [t.get_text() for t in ax.texts]
+    assert ax.get_xlabel() == "accuracy on the test fold"
+    # the legend sits below the axes, so it cannot cover a bar's label
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= axes_box.y0
+    plt.close(fig)
+    fig = plots.plot_per_class_accuracy(acc, xlabel="accuracy, mean over test folds")
+    assert fig.axes[0].get_xlabel() == "accuracy, mean over test folds"
+    plt.close(fig)
 
 
 def test_aliasing_comparison_shows_the_folded_tone_only_in_the_naive_panel():
     sr = 40000
     x = tone(6000, sr)  # above 4 kHz: x[::5] folds it to 8000 - 6000 = 2000 Hz
     fig = plots.plot_aliasing_comparison(x, sr, factor=5, new_sr=8000)
-    original, naive, proper = (np.asarray(ax.images[0].get_array()) for ax in fig.axes)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    original, naive, proper = (np.asarray(ax.images[0].get_array()) for ax in panels)
+    # the original names where each result's band ends: 40 kHz / 5 / 2 = 4 kHz for both here
+    assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["4 kHz: top of x[::5] (8,000 Hz)"]
+    assert len(fig.axes) == 4 and "dB" in fig.axes[3].get_ylabel()
     _, freqs8k, _ = audio.compute_spectrogram(np.zeros(8000, np.float32), 8000)
     assert freqs8k[naive.mean(axis=1).argmax()] == pytest.approx(2000, abs=8000 / 512)
     assert naive.max() > -10  # the alias is as loud as the tone (amplitude 0.5: about -6 dB)
     # The filter removed it; only the clicks where the tone starts and stops leave a trace.
     assert proper[:, 4:-4].max() < -60
     assert "aliased" in fig.axes[1].get_title()
+    plt.close(fig)
+    # at 44.1 kHz, x[::5] keeps up to 4.41 kHz and a resampling to 8 kHz up to 4 kHz: two lines, both named
+    fig = plots.plot_aliasing_comparison(tone(1000, 44100), 44100, factor=5, new_sr=8000)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["4.41 kHz: top of x[::5] (8,820 Hz)", "4 kHz: top at 8,000 Hz"]
+    plt.close(fig)
 
 
 def test_class_examples_grid_draws_one_spectrogram_per_clip(tiny_root):
@@ -180,10 +203,40 @@ def test_class_examples_grid_draws_one_spectrogram_per_clip(tiny_root):
     meta = load_metadata(tiny_root)
     examples = meta[meta["fold"] == 10].drop_duplicates("class").head(7)
     fig = plots.plot_class_examples(tiny_root, examples, columns=4)
-    visible = [ax for ax in fig.axes if ax.get_visible()]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    visible = [ax for ax in panels if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == list(examples["class"])
-    assert len(fig.axes) == 8 and all(len(ax.images) == 1 for ax in visible)
+    assert len(panels) == 8 and all(len(ax.images) == 1 for ax in visible)
     assert all(ax.get_ylim()[1] == pytest.approx(8000) for ax in visible)
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 1 and "dB" in colorbars[0].get_ylabel()
+    plt.close(fig)
+
+
+def test_class_examples_say_why_a_low_rate_clip_is_blank_above_its_nyquist(tmp_path):
+    import soundfile as sf
+
+    from us8k_lib.paths import clip_path
+
+    path = clip_path(tmp_path, 1, "1-0-0-0.wav")
+    path.parent.mkdir(parents=True)
+    sf.write(path, tone(1000, 8000), 8000)  # an 8 kHz file holds nothing above 4 kHz
+    examples = pd.DataFrame({"slice_file_name": ["1-0-0-0.wav"], "fold": [1], "class": ["siren"]})
+    fig = plots.plot_class_examples(tmp_path, examples, columns=1)
+    panel = fig.axes[0]
+    assert any("nothing above 4 kHz" in t.get_text() for t in panel.texts)
+    assert any(p.get_hatch() == "//" for p in panel.patches)
+    plt.close(fig)
+
+
+def test_stereo_waveform_names_its_channels():
+    stereo = np.stack([tone(440, 8000), 0.5 * tone(880, 8000)], axis=1)
+    fig = plots.plot_waveform(stereo, 8000)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["left", "right"]
+    plt.close(fig)
+    fig = plots.plot_waveform(tone(440, 8000), 8000)
+    assert fig.axes[0].get_legend() is None  # one channel, one colour: nothing to tell apart
+    plt.close(fig)
 
 
 def test_fold_accuracies_plot_shows_each_fold_and_the_mean() -> None:
@@ -195,7 +248,11 @@ def test_fold_accuracies_plot_shows_each_fold_and_the_mean() -> None:
     assert heights == pytest.approx([0.8, 0.9, 0.7])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "mean 0.800 ± 0.100" in labels
+    assert "mean 0.800" in labels and "mean ± 1 std (0.100) over folds" in labels  # the band is in the legend
+    # the markers sit beside their bars (not on the bar tops, where an equal value would hide them)
+    bar_centres = [p.get_x() + p.get_width() / 2 for p in ax.patches if p.get_width() < 1]
+    for line in ax.lines[:2]:
+        assert all(abs(xm - xb) > 0.25 for xm, xb in zip(line.get_xdata(), bar_centres))
     plt.close(fig)
 
 

@@ -14,7 +14,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 #: Range of the spectrogram colour scale in dB below the clip's loudest bin: fixed so that
 #: clips can be compared by eye and quiet clips do not get their noise floor stretched to full colour.
@@ -40,7 +44,8 @@ def plot_waveform(
     """Draw a waveform (amplitude against time in seconds).
 
     Args:
-        x: samples, shape (frames,) or (frames, channels); channels are drawn on top of each other.
+        x: samples, shape (frames,) or (frames, channels); channels are drawn on top of each other,
+            each in its own colour, named in a legend.
         sr: sample rate in Hz (sets the time axis).
         ax: axes to draw into; a new figure when None.
         title: axes title.
@@ -55,9 +60,12 @@ def plot_waveform(
     x = np.asarray(x)
     frames = x.shape[0]
     channels = x.reshape(frames, -1)
+    names = ["left", "right"] if channels.shape[1] == 2 else [f"channel {c + 1}" for c in range(channels.shape[1])]
     for c in range(channels.shape[1]):
         t, y = _envelope(channels[:, c], sr, max_points)
-        ax.plot(t, y, lw=0.6, color=color if c == 0 else f"C{c + 1}", alpha=1.0 if c == 0 else 0.6)
+        ax.plot(t, y, lw=0.6, color=color if c == 0 else f"C{c + 1}", alpha=1.0 if c == 0 else 0.6, label=names[c])
+    if channels.shape[1] > 1:  # each channel has its own colour: say which is which
+        ax.legend(fontsize=7, loc="upper right", ncol=channels.shape[1])
     ax.set_xlim(0, max(frames / float(sr), 1.0 / sr))
     peak = float(np.max(np.abs(channels))) if channels.size else 0.0
     ax.set_ylim(-1.05 * max(peak, 1e-3), 1.05 * max(peak, 1e-3))
@@ -177,10 +185,12 @@ def plot_duration_histogram(
     ax.set_yscale("log")
     ax.axvline(clip_seconds, color="C3", ls="--", lw=1)
     short = int((durations < clip_seconds - 1e-6).sum())
-    ax.text(
-        clip_seconds, ax.get_ylim()[1], f"  {short:,} clips shorter than {clip_seconds:g} s\n  (zero-padded) ",
-        ha="right", va="top", fontsize=8, color="C3",
-    )
+    # headroom above the tallest bar (a log axis: a factor), so the note sits over empty space
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * 40)
+    ax.text(0.45, 0.95, f"dashed line: the model's {clip_seconds:g} s input\n"
+            f"{short:,} clips shorter than {clip_seconds:g} s (zero-padded)", transform=ax.transAxes,
+            ha="center", va="top", fontsize=8, color="C3")
     ax.set_xlabel("clip duration (s)")
     ax.set_ylabel("clips (log scale)")
     ax.set_title("Clip durations")
@@ -221,6 +231,7 @@ def plot_learning_curves(history: Any, *, title: str | None = None) -> Figure:
             ax.plot(epochs, frame[c].to_numpy(dtype=float), marker="o", ms=3, label=str(c).replace("_", " "))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 between 1 and 2
         if columns:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -285,17 +296,20 @@ def plot_per_class_accuracy(
     ax: Axes | None = None,
     overall: float | None = None,
     title: str | None = None,
+    xlabel: str = "accuracy on the test fold",
 ) -> Figure:
     """Draw a horizontal bar chart of accuracy per class.
 
     Args:
         per_class: accuracy in [0, 1] per class name (NaN for a class absent from the test fold).
         ax: axes to draw into; a new figure when None.
-        overall: overall accuracy, drawn as a dashed line.
+        overall: overall accuracy, drawn as a dashed line (its legend sits below the axes, where
+            it cannot cover a bar's label).
         title: axes title.
+        xlabel: what the bars measure (notebook 6: a mean over test folds).
 
     Returns:
-        The figure. Used by notebook 5.
+        The figure. Used by notebooks 5 and 6.
     """
     series = pd.Series(per_class, dtype=float)
     fig, ax = _axes(ax, (7, 3.5))
@@ -305,9 +319,9 @@ def plot_per_class_accuracy(
     ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in values], padding=3, fontsize=8)
     if overall is not None:
         ax.axvline(overall, color="C3", ls="--", lw=1, label=f"overall {overall:.2f}")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     ax.set_xlim(0, 1.12)
-    ax.set_xlabel("accuracy on the test fold")
+    ax.set_xlabel(xlabel)
     ax.set_title(title or "Accuracy per class")
     return fig
 
@@ -329,22 +343,30 @@ def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: 
     x = np.arange(len(folds))
     acc = folds["test_acc"].to_numpy(dtype=float)
     mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
-    ax.bar(x, acc, color="C0", width=0.6, label="epoch picked on validation (reported)")
-    ax.plot(x, folds["test_acc_last"], "o", color="C1", ms=5, label="last epoch")
-    ax.plot(x, folds["best_test_acc"], "_", color="C3", ms=14, mew=2, label="best epoch on the test fold (optimistic)")
+    ax.bar(x, acc, color="C0", width=0.5, label="epoch picked on validation (reported)")
+    # the two markers sit beside the bar, not on its top, where they would hide when they equal it
+    ax.plot(x + 0.33, folds["test_acc_last"], "o", color="C1", ms=6, mec="black", mew=0.6, label="last epoch")
+    ax.plot(x + 0.33, folds["best_test_acc"], "_", color="C3", ms=14, mew=2.5,
+            label="best epoch on the test fold (optimistic)")
     ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2, lw=0)
-    ax.axhline(mean, color="0.2", lw=1, ls="--", label=f"mean {mean:.3f} ± {std:.3f}")
-    _fold_axes(ax, x, [str(int(f)) for f in folds["test_fold"]], title or "Cross-validation: one bar per test fold", 7)
+    ax.axhline(mean, color="0.2", lw=1, ls="--", label=f"mean {mean:.3f}")
+    _fold_axes(ax, x, [str(int(f)) for f in folds["test_fold"]], title or "Cross-validation: one bar per test fold", 7,
+               extra=[Patch(color="0.5", alpha=0.2, label=f"mean ± 1 std ({std:.3f}) over folds")])
     return fig
 
 
-def _fold_axes(ax: Axes, x: np.ndarray, folds: list[str], title: str, legend_size: int) -> None:
-    """Label a chart of accuracy per test fold, its legend below it."""
+def _fold_axes(ax: Axes, x: np.ndarray, folds: list[str], title: str, legend_size: int,
+               extra: Sequence[Any] = ()) -> None:
+    """Label a chart of accuracy per test fold, its legend below it (with ``extra`` legend handles)."""
     ax.set_xticks(x, folds)
     ax.set_xlabel("test fold")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += list(extra)
+    labels += [h.get_label() for h in extra]
+    ax.legend(handles, labels, fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+              frameon=False)
     ax.set_title(title)
 
 
@@ -367,7 +389,8 @@ def plot_aliasing_comparison(
         new_sr: target rate of the proper resampling (default ``sr // factor``).
 
     Returns:
-        The figure (three spectrograms). Used by notebook 3.
+        The figure: three spectrograms, the original marked (with a legend) where each result's band
+        ends, and one dB colour bar. Used by notebook 3.
     """
     from us8k_lib.audio import naive_decimate, resample
 
@@ -376,12 +399,22 @@ def plot_aliasing_comparison(
     proper = resample(x, sr, new_sr)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained", sharey=True)
     plot_spectrogram(x, sr, ax=axes[0], title=f"original, {sr:,} Hz", colorbar=False)
-    axes[0].axhline(new_sr / 2, color="white", ls="--", lw=1)
+    # where each result's band ends: above its line, the original's content folds back (x[::k]) or is removed
+    naive_top = sr / factor / 2
+    axes[0].axhline(naive_top, color="white", ls="--", lw=1,
+                    label=f"{naive_top / 1000:.3g} kHz: top of x[::{factor}] ({sr // factor:,} Hz)")
+    if abs(new_sr / 2 - naive_top) > 1:
+        axes[0].axhline(new_sr / 2, color="cyan", ls=":", lw=1.2,
+                        label=f"{new_sr / 2000:.3g} kHz: top at {new_sr:,} Hz")
+    axes[0].legend(fontsize=7, loc="upper right", framealpha=0.8)
     plot_spectrogram(naive, sr // factor, ax=axes[1], title=f"x[::{factor}] ({sr // factor:,} Hz): aliased", colorbar=False)
     plot_spectrogram(proper, new_sr, ax=axes[2], title=f"resampled to {new_sr:,} Hz: filtered", colorbar=False)
     for ax in axes[1:]:
         ax.set_ylabel("")
     axes[0].set_ylim(0, sr / 2)
+    # each panel is scaled to its own loudest bin (plot_spectrogram), so one scale serves all three
+    scale = ScalarMappable(norm=Normalize(-SPECTROGRAM_DB_RANGE, 0), cmap="magma")
+    fig.colorbar(scale, ax=axes, label="dB below the loudest bin", pad=0.01)
     return fig
 
 
@@ -392,10 +425,11 @@ def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, 
         root: the dataset folder (``UrbanSound8K``) the clips are in.
         examples: metadata rows (slice_file_name, fold, class), e.g. ``listen.pick_class_examples``.
         columns: spectrograms per row.
-        max_freq: upper limit of every frequency axis in Hz, so clips at different rates compare.
+        max_freq: upper limit of every frequency axis in Hz, so clips at different rates compare;
+            above half a clip's sample rate (where it holds nothing) its panel is hatched and says so.
 
     Returns:
-        The figure. Used by notebook 2.
+        The figure, with one dB colour bar for all panels. Used by notebook 2.
     """
     from us8k_lib.audio import read_wav, to_mono
     from us8k_lib.paths import clip_path
@@ -407,6 +441,12 @@ def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, 
         x, sr = read_wav(clip_path(root, int(row["fold"]), str(row["slice_file_name"])))
         plot_spectrogram(to_mono(x), sr, ax=ax, title=str(row["class"]), max_freq=max_freq, colorbar=False)
         ax.set_ylim(0, max_freq)
+        if sr / 2 < max_freq:
+            # a file sampled at sr holds no frequency above sr / 2: say so instead of leaving it blank
+            ax.axhspan(sr / 2, max_freq, facecolor="0.92", edgecolor="0.6", hatch="//", lw=0)
+            ax.text(0.5, (sr / 2 + max_freq) / 2 / max_freq, f"recorded at {sr / 1000:g} kHz:\nnothing above "
+                    f"{sr / 2000:g} kHz", transform=ax.transAxes, ha="center", va="center", fontsize=7,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("")
@@ -415,6 +455,9 @@ def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, 
         ax.set_visible(False)
     fig.supxlabel("time (s)", fontsize=8)
     fig.supylabel("frequency (Hz)", fontsize=8)
+    # every panel is scaled to its own loudest bin (plot_spectrogram), so one scale serves them all
+    scale = ScalarMappable(norm=Normalize(-SPECTROGRAM_DB_RANGE, 0), cmap="magma")
+    fig.colorbar(scale, ax=axes, label="dB below the clip's loudest bin", shrink=0.8, pad=0.01)
     return fig
 
 
