@@ -371,3 +371,13 @@ def test_fit_on_cpu_trains_with_freed_memory_kept(tiny_root: Path, cache_dir: Pa
     calls = fake_libc.calls
     assert calls[0] == ("mallopt", allocator._M_MMAP_MAX, 0) and calls[-1] == ("malloc_trim", 0)
     assert allocator._depth == 0
+
+
+def test_fit_stays_a_loop_a_reader_follows() -> None:
+    """fit reads top to bottom: at most 70 lines, docstring included (its parts live in training_setup
+    and runfolder)."""
+    import inspect
+
+    from us8k_lib import train
+
+    assert len(inspect.getsource(train.fit).splitlines()) <= 70

@@ -231,7 +231,7 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
         raise US8KError(f"{source.root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
     roles = {test_fold: fold_roles(dataset_folds, test_fold) for test_fold in wanted}  # before the folder is made
     out = Path(out) if out is not None else default_run_dir("crossval", config.model, source.root)
-    with locked(out, main):
+    with locked(out, main, ranks_together=True):
         if verbose:
             _announce(config, sources, show_recipe, dataset_folds, wanted, jobs, out)
         identity = source.identity(dataset_folds)

@@ -412,6 +412,8 @@ class OpenRun:
     Attributes:
         path: the folder (None: the run writes nothing).
         writer: whether this process writes it (rank 0 under torchrun).
+        resume, overwrite: what the run was asked to do with a run already there (:func:`plan`).
+        ddp: one training over every torchrun rank (they decide together).
         action: ``"new"``, ``"resume"`` or ``"finished"``, once :meth:`decide` has run.
         checkpoint: the checkpoint to continue from (``"resume"`` and ``"finished"``).
     """
@@ -420,14 +422,13 @@ class OpenRun:
     writer: bool
     resume: bool
     overwrite: bool
+    ddp: bool = False
     action: str = "new"
     checkpoint: dict[str, Any] | None = None
 
     def saved_config(self) -> dict[str, Any] | None:
         """The config of the checkpoint to resume (None unless resuming): what ``--resume`` continues."""
-        if not self.resume or self.path is None:
-            return None
-        return load_checkpoint(self.path / CHECKPOINT_NAME)["config"]
+        return saved_config(self.path) if self.resume and self.path is not None else None
 
     def decide(self, config: Mapping[str, Any], dataset: DatasetIdentity) -> str:
         """Apply the folder rule (:func:`decide`) for this run; return the action (every rank agrees)."""
@@ -443,7 +444,8 @@ class OpenRun:
                 outcome = decide(self.path, config, dataset, resume=self.resume, overwrite=self.overwrite)
             except (US8KError, ValueError) as exc:
                 outcome = exc
-        outcome = distributed.all_gather_objects(outcome)[0]  # rank 0's decision holds for all
+        if self.ddp:
+            outcome = distributed.all_gather_objects(outcome)[0]  # rank 0's decision holds for all
         if isinstance(outcome, BaseException):
             raise outcome
         self.action = outcome
@@ -453,12 +455,13 @@ class OpenRun:
 
 
 @contextmanager
-def locked(folder: Path | None, writer: bool = True) -> Iterator[None]:
+def locked(folder: Path | None, writer: bool = True, *, ranks_together: bool = False) -> Iterator[None]:
     """Hold ``folder``'s :class:`RunLock` (in the ``writer`` process) and sweep the temporaries of
     killed writes there; release the lock on exit. A second run stops here, naming the holder.
 
-    Under torchrun, rank 0 is the writer and every rank learns whether it got the lock, so all
-    stop together. Used by :func:`open_run` and ``crossval`` (for its whole folder).
+    ``ranks_together``: every torchrun rank calls this for the same folder (one DDP training, or
+    ``crossval``'s own folder); rank 0 is the writer and every rank learns whether it got the
+    lock, so all stop together. Used by :func:`open_run` and ``crossval``.
     """
     from us8k_lib import distributed
 
@@ -470,7 +473,8 @@ def locked(folder: Path | None, writer: bool = True) -> Iterator[None]:
             sweep_temporaries(lock.folder)
         except (US8KError, OSError) as exc:
             problem = exc
-    problem = next((p for p in distributed.all_gather_objects(problem) if p is not None), None)
+    if ranks_together:
+        problem = next((p for p in distributed.all_gather_objects(problem) if p is not None), None)
     if problem is not None:
         if lock is not None:
             lock.release()
@@ -484,15 +488,15 @@ def locked(folder: Path | None, writer: bool = True) -> Iterator[None]:
 
 @contextmanager
 def open_run(out: str | Path | None, *, resume: bool = False, overwrite: bool = False,
-             writer: bool = True) -> Iterator[OpenRun]:
+             writer: bool = True, ddp: bool = False) -> Iterator[OpenRun]:
     """Open the run folder ``out`` for one run: hold its lock (:func:`locked`) while the run lasts.
 
-    The folder rule itself runs in :meth:`OpenRun.decide`, once the run's dataset is known.
-    Used by ``train.fit``.
+    ``ddp``: the run is one training over every torchrun rank, rank 0 the ``writer``. The folder
+    rule itself runs in :meth:`OpenRun.decide`, once the run's dataset is known. Used by ``train.fit``.
     """
     path = Path(out) if out is not None else None
-    with locked(path, writer):
-        yield OpenRun(path, writer, resume, overwrite)
+    with locked(path, writer, ranks_together=ddp):
+        yield OpenRun(path, writer, resume, overwrite, ddp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,11 +509,16 @@ def selected_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
     return -max(scored)[1] if scored else None
 
 
+def reported(selected: Any, last: Any) -> Any:
+    """What a run reports: the epoch validation ``selected`` (None without validation), else the
+    ``last`` epoch; for evaluations, epochs and weight files alike. The one place that says so."""
+    return last if selected is None else selected
+
+
 def reported_name(selected: bool) -> str:
-    """The file holding the weights whose numbers a run reports: with an epoch ``selected`` on
-    validation, that epoch's (``best.pt``); else the last epoch's (``checkpoint.pt``). The one
-    place that says so (:attr:`us8k_lib.train.FitResult.reported` follows it)."""
-    return BEST_NAME if selected else CHECKPOINT_NAME
+    """The file holding the weights a run reports (:func:`reported`): ``best.pt`` with an epoch
+    ``selected`` on validation, else ``checkpoint.pt``."""
+    return reported(BEST_NAME if selected else None, CHECKPOINT_NAME)
 
 
 def load_best(out: str | Path, history: Sequence[Mapping[str, Any]], dataset: DatasetIdentity) -> dict[str, Any]:
@@ -553,6 +562,15 @@ def weights_file(path: str | Path) -> tuple[Path, str]:
     if (path / CHECKPOINT_NAME).is_file():
         return path / CHECKPOINT_NAME, "the last epoch (checkpoint.pt; the run had no validation fold)"
     raise CheckpointError(f"{path}: a folder without {BEST_NAME} or {CHECKPOINT_NAME} (not a run folder of train)")
+
+
+def saved_config(run: str | Path) -> dict[str, Any]:
+    """Return the settings of the run in ``run`` (from its checkpoint), which ``--resume`` continues.
+
+    Raises:
+        CheckpointError: naming the file, when there is no usable checkpoint.
+    """
+    return load_checkpoint(Path(run) / CHECKPOINT_NAME)["config"]
 
 
 def has_checkpoint(run: str | Path) -> bool:
@@ -647,12 +665,12 @@ def write_run_files(out: Path, *, config: Any, history: list[dict[str, Any]], te
             "val_acc": history[chosen - 1]["val_acc"], "weights": BEST_NAME, "test": selected.to_dict(),
         },
         "reported": {"weights": reported_name(selected is not None),
-                     "epoch": chosen if selected is not None else history[-1]["epoch"]},
+                     "epoch": reported(chosen if selected is not None else None, history[-1]["epoch"])},
         "device": device, "amp": amp, "data": data_path, "dataset": dataset.to_dict(),
         "root": dataset.root, "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),
     }
     write_json(out / METRICS_NAME, metrics)
-    csv = (selected or test).predictions.to_csv(index=False)
+    csv = reported(selected, test).predictions.to_csv(index=False)
     write_atomic(out / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
 
 

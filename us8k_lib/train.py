@@ -52,6 +52,7 @@ from us8k_lib.runfolder import (
     inference_state,
     open_run,
     repair_best,
+    reported,
     reported_name,
     save_epoch,
     selected_epoch,
@@ -103,8 +104,9 @@ class FitResult:
 
     @property
     def reported(self) -> EvalResult:
-        """The test-fold evaluation the run reports: the selected epoch's, else the last epoch's."""
-        return self.selected or self.evaluation
+        """The test-fold evaluation the run reports: the selected epoch's, else the last epoch's
+        (:func:`us8k_lib.runfolder.reported`)."""
+        return reported(self.selected, self.evaluation)
 
     @property
     def test_accuracy(self) -> float:
@@ -255,7 +257,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
     main = dist_is_main() or not ddp
     verbose, progress = verbose and main, progress and main
     rank, world = (dist_rank(), dist_world_size()) if ddp else (0, 1)
-    with open_run(out, resume=resume, overwrite=overwrite, writer=main) as run:
+    with open_run(out, resume=resume, overwrite=overwrite, writer=main, ddp=ddp) as run:
         config = _check_config(config or run.saved_config() or TrainConfig(), world)
         device, amp = placement or place(config.device, config.amp)
         if verbose and show_recipe:

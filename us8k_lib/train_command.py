@@ -26,13 +26,12 @@ def train_command(args: argparse.Namespace) -> int:
     from us8k_lib.model import parse_model_name
     from us8k_lib.paths import choose_root
     from us8k_lib.recipe import config_from_args, flag_values, recipe_line
-    from us8k_lib.runfolder import OpenRun, default_run_dir, has_checkpoint
+    from us8k_lib.runfolder import default_run_dir, has_checkpoint, saved_config
 
     root, where = choose_root(args.root)
     model_name = parse_model_name(flag_values(args).get("model", "m5"))
     out = Path(args.out) if args.out else default_run_dir("train", model_name, root, args.test_fold)
-    saved = OpenRun(out, writer=False, resume=args.resume, overwrite=False).saved_config()
-    base = TrainConfig.from_dict(saved) if saved else None
+    base = TrainConfig.from_dict(saved_config(out)) if args.resume else None
     config, sources, note = config_from_args(args, root, base=base, test_fold=args.test_fold)
     placement = place(config.device, config.amp)  # decided once: the process group and fit use it
     with process_group(placement.device) as distributed:

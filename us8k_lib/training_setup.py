@@ -8,7 +8,7 @@ dataset once (:class:`DataSource`) and hands it to every fold. Used by notebooks
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class DataSource:
     root: Path
     metadata: pd.DataFrame
     cache_key: str
+    _identities: dict[tuple[int, ...], DatasetIdentity] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, root: str | Path | None, *, verbose: bool = True) -> DataSource:
@@ -64,9 +65,13 @@ class DataSource:
         return sorted(int(f) for f in self.metadata["fold"].unique())
 
     def identity(self, folds: Sequence[int | None]) -> DatasetIdentity:
-        """Return the :class:`DatasetIdentity` of a run on ``folds`` (None entries are ignored)."""
-        used = self.metadata[self.metadata["fold"].isin([f for f in folds if f is not None])]
-        return dataset_identity(self.root, used, self.cache_key)
+        """Return the :class:`DatasetIdentity` of a run on ``folds`` (None entries are ignored),
+        computed once per set of folds (every fold of a cross-validation uses them all)."""
+        key = tuple(sorted({int(f) for f in folds if f is not None} & set(self.folds)))
+        if key not in self._identities:
+            used = self.metadata[self.metadata["fold"].isin(key)]
+            self._identities[key] = dataset_identity(self.root, used, self.cache_key)
+        return self._identities[key]
 
 
 class _PermutedLabels(Dataset):
