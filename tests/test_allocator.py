@@ -1,8 +1,10 @@
-"""us8k_lib.allocator: freed memory is reused inside the block, and glibc's defaults come back after."""
+"""us8k_lib.allocator: freed memory is reused inside the block (fast mode) or handed back at once (lean mode,
+the default in a notebook kernel), and glibc's defaults come back after."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -42,7 +44,8 @@ _MEASURE = textwrap.dedent("""
 
 @glibc_only
 def test_freed_blocks_are_reused_without_page_faults_inside_the_block() -> None:
-    out = subprocess.run([sys.executable, "-c", _MEASURE], capture_output=True, text=True, check=True)
+    env = {**os.environ, allocator.MODE_VARIABLE: "fast"}
+    out = subprocess.run([sys.executable, "-c", _MEASURE], capture_output=True, text=True, check=True, env=env)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     pages = (96 << 20) // 4096
     assert res["took"] is True
@@ -50,7 +53,8 @@ def test_freed_blocks_are_reused_without_page_faults_inside_the_block() -> None:
     assert res["inside"] < pages // 20  # kept in the heap: the pages are already there
 
 
-def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc) -> None:
+def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "fast")
     libc = fake_libc
     with reuse_freed_memory() as took:
         assert took is True
@@ -64,7 +68,8 @@ def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc
     assert allocator._depth == 0
 
 
-def test_defaults_are_restored_when_the_block_raises(fake_libc) -> None:
+def test_defaults_are_restored_when_the_block_raises(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "fast")
     libc = fake_libc
     with pytest.raises(RuntimeError):
         with reuse_freed_memory():
@@ -73,6 +78,7 @@ def test_defaults_are_restored_when_the_block_raises(fake_libc) -> None:
 
 
 def test_disabled_or_unsupported_is_a_no_op(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "fast")
     libc = fake_libc
     with reuse_freed_memory(enabled=False) as took:
         assert took is False
@@ -81,3 +87,62 @@ def test_disabled_or_unsupported_is_a_no_op(fake_libc, monkeypatch: pytest.Monke
     with reuse_freed_memory() as took:
         assert took is False
     assert allocator._depth == 0
+
+
+def test_lean_mode_hands_large_blocks_back_and_keeps_its_settings(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "lean")
+    with reuse_freed_memory() as kept:
+        assert kept is False
+        with reuse_freed_memory():
+            pass
+        assert fake_libc.calls == [("mallopt", allocator._M_MMAP_THRESHOLD, allocator.LEAN_BYTES),
+                                   ("mallopt", allocator._M_TRIM_THRESHOLD, allocator.LEAN_BYTES)]
+    # no fast-mode restore (glibc cannot turn its sliding threshold back on): just the trim
+    assert fake_libc.calls[2:] == [("malloc_trim", 0)]
+    assert allocator._depth == 0
+
+
+def test_memory_mode_is_lean_in_a_notebook_kernel_and_fast_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(allocator.MODE_VARIABLE, raising=False)
+    monkeypatch.setattr(allocator, "_in_jupyter_kernel", lambda: False)
+    assert allocator.memory_mode() == "fast"
+    monkeypatch.setattr(allocator, "_in_jupyter_kernel", lambda: True)
+    assert allocator.memory_mode() == "lean"
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "FAST")
+    assert allocator.memory_mode() == "fast"
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "small")
+    with pytest.raises(ValueError, match="US8K_MEMORY='small': expected one of fast, lean"):
+        allocator.memory_mode()
+
+
+# A fresh process (no earlier test's heap): the resident-size peak of three M5-sized
+# allocate-free cycles of 48 MB blocks interleaved with small ones, kept vs lean.
+_PEAK = textwrap.dedent("""
+    import json, os, sys, torch
+    from us8k_lib.allocator import reuse_freed_memory
+
+    def hwm():
+        return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) >> 10
+
+    base = hwm()
+    with reuse_freed_memory() as kept:
+        for _ in range(3):
+            big = [torch.ones(12 << 20) for _ in range(4)]   # 4 x 48 MB, like one step's activations
+            small = [torch.ones(1 << 18) for _ in range(40)]  # 40 x 1 MB
+            del big
+            big = [torch.ones(12 << 20) for _ in range(2)]
+            del big, small
+    print(json.dumps({"kept": kept, "peak_mb": hwm() - base}))
+""")
+
+
+@glibc_only
+def test_lean_mode_peaks_lower_than_keeping_freed_memory() -> None:
+    peaks = {}
+    for mode in ("fast", "lean"):
+        env = {**os.environ, allocator.MODE_VARIABLE: mode}
+        out = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, check=True, env=env)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        assert res["kept"] is (mode == "fast")
+        peaks[mode] = res["peak_mb"]
+    assert peaks["lean"] < peaks["fast"] - 40, peaks

@@ -21,13 +21,25 @@ The cache build (:func:`us8k_lib.dataset.build_cache`) uses it too: every clip's
 (about 1.4 MB for 4 s of 44.1 kHz stereo) were fresh mmaps, and two worker threads faulting pages
 into one process contend for its memory map (measured 15-25% faster builds with it).
 
-Used by :func:`us8k_lib.train.fit` (so by notebook 5 and ``python -m us8k_lib train``), by
-:func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmark.
+Memory mode. Keeping freed memory is a trade: speed for resident memory. In a notebook kernel
+memory is what runs out first (Binder gives a whole session 1-2 GB), so the process has a mode
+(:func:`memory_mode`): ``"fast"`` (the default in scripts and the CLI) keeps freed memory as
+described above; ``"lean"`` (the default inside a Jupyter kernel) does the opposite for the
+duration of the block: every block of 1 MiB or more is a fresh ``mmap`` handed back the moment it
+is freed, and glibc's sliding mmap threshold, which otherwise moves large blocks into a heap that
+does not shrink, is turned off. The environment variable ``US8K_MEMORY=fast|lean`` overrides the
+default. Measured for M5 (width 128) at batch 16 on a 2-core EPYC, torch 2.14.1: one training
+step's peak above the resident size before it 607 MB kept, 423 MB with glibc's defaults, 283 MB
+lean (``benchmarks/bench_memory.py`` measures whole notebooks).
+
+Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
+:func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmarks.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 from collections.abc import Iterator
@@ -37,12 +49,20 @@ from typing import Any
 
 # mallopt(3) parameter numbers and glibc's documented defaults.
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _DEFAULT_MMAP_MAX = 65536
 #: Free memory at the top of the heap beyond this goes back to the OS even inside the block; the
 #: largest value mallopt accepts (an int), far above what M5 frees per step.
 KEEP_BYTES = 2**31 - 1
+#: In lean mode, blocks from this size up are mmapped (and unmapped when freed), and free heap
+#: memory above it at the top of the heap goes back to the OS. Setting it also turns off glibc's
+#: sliding mmap threshold for the rest of the process (mallopt(3) has no way to turn it back on).
+LEAN_BYTES = 1 << 20
+#: The environment variable that chooses the memory mode (see :func:`memory_mode`).
+MODE_VARIABLE = "US8K_MEMORY"
+MODES = ("fast", "lean")
 
 _depth = 0
 
@@ -63,34 +83,73 @@ def supported() -> bool:
     return _glibc() is not None
 
 
+def memory_mode() -> str:
+    """Return ``"fast"`` or ``"lean"``: how :func:`reuse_freed_memory` treats freed memory here.
+
+    ``US8K_MEMORY`` decides if set; otherwise ``"lean"`` inside a Jupyter (IPython) kernel, where
+    the notebooks run and memory is the scarce resource, and ``"fast"`` everywhere else.
+
+    Raises:
+        ValueError: ``US8K_MEMORY`` is set to something other than ``fast`` or ``lean``.
+    """
+    value = os.environ.get(MODE_VARIABLE, "").strip().lower()
+    if value:
+        if value not in MODES:
+            raise ValueError(f"{MODE_VARIABLE}={os.environ[MODE_VARIABLE]!r}: expected one of {', '.join(MODES)}")
+        return value
+    return "lean" if _in_jupyter_kernel() else "fast"
+
+
+def _in_jupyter_kernel() -> bool:
+    # Only a running kernel counts, not a process that merely imported ipykernel (nbval, tests).
+    if "ipykernel" not in sys.modules:
+        return False
+    from ipykernel.kernelapp import IPKernelApp
+
+    return bool(IPKernelApp.initialized())
+
+
 @contextmanager
 def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
-    """Within the block, keep freed memory in the heap for the next allocation to reuse.
+    """Within the block, keep freed memory in the heap for the next allocation to reuse (``fast``
+    mode), or hand every large block back to the OS as soon as it is freed (``lean`` mode, the
+    default in a notebook kernel; see :func:`memory_mode`).
 
     Args:
         enabled: False makes the block a no-op (to measure, or to rule it out).
 
     Yields:
-        True if the setting took effect (Linux with glibc and ``enabled``), else False.
-        Nested blocks are fine: only the outermost one restores glibc's defaults, then calls
-        ``malloc_trim`` to hand free heap memory back to the operating system.
+        True if freed memory is being kept (fast mode, Linux with glibc and ``enabled``), else
+        False. Nested blocks are fine: only the outermost one applies the settings and, at its
+        end, restores glibc's defaults (fast mode; lean mode's settings stay, see
+        :data:`LEAN_BYTES`) and calls ``malloc_trim`` to hand free heap memory back to the OS.
 
-    Used by :func:`us8k_lib.train.fit` (notebook 5) and ``benchmarks/bench_pipeline.py``.
+    Raises:
+        ValueError: ``US8K_MEMORY`` holds an unknown mode.
+
+    Used by :func:`us8k_lib.train.fit` (notebooks 5-8), :func:`us8k_lib.dataset.build_cache` and
+    the benchmarks.
     """
     global _depth
     libc = _glibc() if enabled else None
     if libc is None:
         yield False
         return
+    mode = memory_mode()
     if _depth == 0:
-        libc.mallopt(_M_MMAP_MAX, 0)
-        libc.mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES)
+        if mode == "fast":
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES)
+        else:
+            libc.mallopt(_M_MMAP_THRESHOLD, LEAN_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, LEAN_BYTES)
     _depth += 1
     try:
-        yield True
+        yield mode == "fast"
     finally:
         _depth -= 1
         if _depth == 0:
-            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            if mode == "fast":
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)

@@ -1,0 +1,106 @@
+"""Peak memory of each notebook's kernel: what a learner's Jupyter (or Binder) session must hold.
+
+    python benchmarks/bench_memory.py                    # every notebook, on the mini dataset
+    python benchmarks/bench_memory.py 05 --per-cell      # one notebook, the peak after each cell
+    python benchmarks/bench_memory.py --limit-mb 1000    # exit 1 if a kernel peaks above 1000 MB
+
+Executes each notebook in ``notebooks/`` with nbclient (as ``jupyter nbconvert --execute`` and
+``pytest --nbval`` do: a fresh ipykernel per notebook, run from ``notebooks/``), then asks the
+kernel for its own peak resident set size, ``VmHWM`` in ``/proc/self/status``. That is the figure
+GNU time's "Maximum resident set size" reports for the kernel, the largest process of a notebook
+run; ``tracemalloc`` would miss it, since PyTorch allocates outside Python's allocator.
+``--per-cell`` reads it after every code cell too, so a jump points at the cell that caused it.
+
+The dataset is whatever the notebooks resolve (``US8K_ROOT``, else the mini dataset): set
+``US8K_DATA_DIR`` to a scratch folder to measure a cold cache. Linux only (``/proc``).
+The last line sums up: ``peak <MB> MB (<notebook>)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+#: Kernel-side probe: one JSON line with the peak and current resident set size, in MB.
+_PROBE = (
+    "import json as _j\n"
+    "_s = dict(l.split(':', 1) for l in open('/proc/self/status') if l.startswith(('VmHWM', 'VmRSS')))\n"
+    "print('__mem__' + _j.dumps({k: int(v.split()[0]) / 1024 for k, v in _s.items()}))\n"
+    "del _j, _s"
+)
+
+
+def _reading(cell: nbformat.NotebookNode) -> dict[str, float]:
+    for out in cell.get("outputs", []):
+        if out.get("name") == "stdout" and "__mem__" in out.get("text", ""):
+            line = next(ln for ln in out["text"].splitlines() if ln.startswith("__mem__"))
+            return json.loads(line[len("__mem__"):])
+    raise RuntimeError(f"the memory probe printed nothing: {cell.get('outputs')}")
+
+
+def measure(path: Path, per_cell: bool, timeout: int) -> tuple[float, list[tuple[int, str, float, float]]]:
+    """Execute the notebook at ``path``; return (kernel peak MB, [(cell, first line, peak MB, RSS MB)])."""
+    nb = nbformat.read(path, as_version=4)
+    probes = []  # (index in the executed notebook, index of the measured cell in the original)
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        cells.append(cell)
+        if per_cell and cell.cell_type == "code":
+            cells.append(nbformat.v4.new_code_cell(_PROBE))
+            probes.append((len(cells) - 1, i))
+    cells.append(nbformat.v4.new_code_cell(_PROBE))
+    probes.append((len(cells) - 1, None))
+    nb.cells = cells
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    steps = []
+    for at, original in probes[:-1]:
+        r = _reading(nb.cells[at])
+        first = next((ln for ln in nb.cells[at - 1].source.splitlines() if not ln.startswith("#")), "")
+        steps.append((original, first[:60], r["VmHWM"], r["VmRSS"]))
+    return _reading(nb.cells[probes[-1][0]])["VmHWM"], steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="*", help="notebook name prefixes (e.g. 05); default: all")
+    parser.add_argument("--per-cell", action="store_true", help="also print the peak after every code cell")
+    parser.add_argument("--limit-mb", type=float, help="exit with 1 if any kernel peaks above this")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args()
+    if not Path("/proc/self/status").exists():
+        parser.error("needs Linux (/proc/self/status)")
+    paths = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not args.only or p.name.startswith(tuple(args.only)))
+    if not paths:
+        parser.error(f"no notebook in {NOTEBOOKS} starts with {args.only}")
+
+    print(f"{platform.processor() or platform.machine()}, {platform.python_version()}, torch {metadata.version('torch')}, "
+          f"glibc {platform.libc_ver()[1]}, {time.strftime('%Y-%m-%d')}")
+    results = []
+    for path in paths:
+        start = time.perf_counter()
+        peak, steps = measure(path, args.per_cell, args.timeout)
+        for cell, first, hwm, rss in steps:
+            print(f"    cell {cell:>2}  peak {hwm:7.0f} MB  now {rss:7.0f} MB  {first}")
+        print(f"{path.name:<36} kernel peak {peak:7.0f} MB  ({time.perf_counter() - start:.0f} s)", flush=True)
+        results.append((peak, path.name))
+    worst = max(results)
+    print(f"peak {worst[0]:.0f} MB ({worst[1]})")
+    if args.limit_mb is not None and worst[0] > args.limit_mb:
+        print(f"over the limit of {args.limit_mb:.0f} MB: {[n for p, n in results if p > args.limit_mb]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
