@@ -106,6 +106,26 @@ def test_ddp_training_keeps_ranks_identical_and_learns(ddp_run: Path) -> None:
     assert all(torch.equal(ckpt["model"][k], r0["state"][k]) for k in ckpt["model"])
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (read from /proc: the ranks are not in its group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, i = [pid], 0
+    while i < len(tree):
+        tree += children.get(tree[i], [])
+        i += 1
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp_path: Path, ddp_run: Path,
                                                             env: dict[str, str]) -> None:
     """Killed mid-run with SIGKILL and resumed from the command line, it ends as ddp_run did (same settings)."""
@@ -121,7 +141,7 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp
         assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
         assert time.monotonic() < deadline, "no epoch finished in time"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher and both ranks, mid-epoch 2
+    _kill_tree(proc.pid)  # the launcher and both ranks (torchrun starts each in a session of its own), mid-epoch 2
     proc.wait(timeout=60)
     assert load_checkpoint(run / CHECKPOINT_NAME)["epoch"] < 3
 
