@@ -40,7 +40,7 @@ def test_the_bundled_sample_is_small_but_not_calibrated(real_sample):
 @pytest.mark.parametrize("asked", ["small", "full", "quick", " Quick "])
 def test_an_explicit_choice_wins(asked, unmarked_root):
     use = notebook_settings.choose(asked, unmarked_root, gpu=False)
-    assert use.name == asked.strip().lower() and "as asked" in use.why
+    assert use.name == asked.strip().lower() and "asked for" in use.why
 
 
 def test_quick_falls_back_to_small_where_it_has_no_value_of_its_own(tiny_root):
@@ -67,7 +67,7 @@ def test_check_asserts_only_where_calibrated(tiny_root, unmarked_root):
 def test_report_says_the_set_the_sizes_the_cost_and_how_to_change_it(tiny_root):
     use = notebook_settings.choose("auto", tiny_root, gpu=False)
     text = use.report({"EPOCHS": 4, "FOLDS": [1, 2]}, "a few seconds")
-    assert text.startswith("Settings: small (")
+    assert text.startswith("Settings: small. Why: generated mini dataset")
     assert "EPOCHS = 4, FOLDS = [1, 2]" in text and "Cost: a few seconds" in text
     assert notebook_settings.ENV in text and "'quick'" in text and "Accuracy checks" in text
 

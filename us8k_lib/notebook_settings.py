@@ -87,13 +87,14 @@ class NotebookSettings:
             assert condition, message
             return f"checked {what}: yes"
         return (f"not checked {what}: the threshold was calibrated on the generated mini dataset with the small "
-                f"settings; here ({self.dataset}, {self.name} settings) a low number is a result, not a bug")
+                f"settings; on this data ({self.dataset}) with the {self.name} settings, a low number is a result, "
+                "not a bug")
 
     def report(self, sizes: dict[str, Any], cost: str) -> str:
         """Return what a settings cell prints: the set and why, the sizes, the cost, how to change them."""
         shown = ", ".join(f"{k} = {v!r}" for k, v in sizes.items())
         return "\n".join([
-            f"Settings: {self.name} ({self.why}).",
+            f"Settings: {self.name}. Why: {self.why}.",
             f"  {shown}",
             f"Cost: {cost}",
             f"To change: set SETTINGS to one of {', '.join(repr(c) for c in CHOICES)} (or the environment "
@@ -119,18 +120,20 @@ def choose(requested: str, root: str | Path, *, gpu: bool) -> NotebookSettings:
     generated, small_data = is_mini(root), is_mini(root) or is_sample(root)
     dataset = describe_dataset(root)
     if requested != "auto":
-        name, why = requested, f"as asked, on the {dataset}"
+        name, why = requested, f"asked for, on: {dataset}"
     elif small_data:
-        name, why = "small", f"the {dataset} is small"
+        name, why = "small", f"{dataset}, a small dataset"
     elif gpu:
-        name, why = "full", f"the {dataset} with a GPU: the recipe for the real data"
+        name, why = "full", f"{dataset}, and a GPU: the recipe for the real data"
     else:
-        name, why = "small", (f"the {dataset} but no GPU: the full recipe would take hours here, so the "
-                              "small sizes show the method; SETTINGS = 'full' runs the recipe")
+        name, why = "small", (f"{dataset}, but no GPU: the full recipe would take hours here, so the small "
+                              "sizes show the method; SETTINGS = 'full' runs the recipe")
     return NotebookSettings(name=name, why=why, dataset=dataset, generated=generated, gpu=gpu)
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -162,6 +165,6 @@ def training_cost(root: str | Path, *, epochs: int, test_folds: Sequence[int] | 
     lo, hi = passes / CPU_CLIPS_PER_S[1], passes / CPU_CLIPS_PER_S[0]
     return (f"{passes:,} training clip-passes ({runs} run(s) x {len(tests)} test fold(s) x {epochs} epoch(s)); "
             f"at M5's full-width rates that is about {_duration(passes / GPU_CLIPS_PER_S)} on a GPU like an "
-            f"H200 ({GPU_CLIPS_PER_S:,} clips/s) and {_duration(lo)}-{_duration(hi)} on a 2-core CPU "
+            f"H200 ({GPU_CLIPS_PER_S:,} clips/s) and {_duration(lo)} to {_duration(hi)} on a 2-core CPU "
             f"({CPU_CLIPS_PER_S[0]}-{CPU_CLIPS_PER_S[1]} clips/s), plus evaluation and start-up"
             + ("" if full_width else "; the narrow models here train several times faster than that") + ".")
