@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -40,8 +42,16 @@ def _conda_env(path: Path) -> tuple[list[str], dict[str, str], list[str]]:
                 else:
                     pip.update([_split(line)])
         else:
-            conda.append(dep.split("=")[0])
+            conda.append(re.split(r"[<>=! ]", dep, maxsplit=1)[0])
     return conda, pip, options
+
+
+def _load_tool(name: str) -> ModuleType:
+    """Import tools/<name>.py (not a package) by path."""
+    spec = importlib.util.spec_from_file_location(f"_tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _constraints() -> dict[str, str]:
@@ -54,15 +64,80 @@ def _constraints() -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("env_file", ["environment.yml", "binder/environment.yml"])
-def test_environment_files_match_pyproject_and_use_the_lock(env_file: str) -> None:
-    path = ROOT / env_file
+def test_conda_environment_matches_pyproject_and_uses_the_lock() -> None:
+    path = ROOT / "environment.yml"
     conda, pip, options = _conda_env(path)
     assert sorted(conda) == ["pip", "python"], "conda provides Python only; pip installs the locked packages"
     assert pip == _pyproject_requirements()
     assert len(options) == 1 and options[0].startswith("-c "), options
     # conda hands the pip list to pip as a requirements file in the environment file's folder
     assert (path.parent / options[0][3:].strip()).resolve() == CONSTRAINTS
+
+
+def test_binder_installs_cpu_builds_of_the_pinned_torch_and_the_lock_for_the_rest() -> None:
+    path = ROOT / "binder" / "environment.yml"
+    conda, pip, options = _conda_env(path)
+    assert sorted(conda) == ["pip", "python"]
+    pins = _constraints()
+    for name in ("torch", "torchaudio"):
+        # PyTorch's CPU wheels: the pinned release with the +cpu label (a CUDA build would pull GBs)
+        assert pip.pop(name) == f"=={pins[name]}+cpu", f"binder must install the CPU build of {name}=={pins[name]}"
+        assert Requirement(f"{name}=={pins[name]}").specifier.contains(f"{pins[name]}+cpu"), \
+            "constraints.txt's pin must admit the +cpu build"
+    expected = {k: v for k, v in _pyproject_requirements().items() if k not in ("torch", "torchaudio")}
+    assert pip == expected
+    assert sorted(options) == ["--extra-index-url https://download.pytorch.org/whl/cpu", "-c ../constraints.txt"]
+    assert (path.parent / "../constraints.txt").resolve() == CONSTRAINTS
+
+
+def test_binder_pins_agree_with_the_lock() -> None:
+    """Every exact pin under binder/ is constraints.txt's version (the +cpu label aside)."""
+    _, pip, _ = _conda_env(ROOT / "binder" / "environment.yml")
+    pins = _constraints()
+    exact = {n: spec[2:] for n, spec in pip.items() if spec.startswith("==")}
+    assert set(exact) == {"torch", "torchaudio"}
+    for name, version in exact.items():
+        assert version.split("+")[0] == pins[re.sub(r"[-_.]+", "-", name)], f"binder pins {name}=={version}"
+
+
+def test_supported_pythons_agree_everywhere() -> None:
+    """pyproject's requires-python, the lock tool's PYTHONS and the build backend's check describe one range."""
+    from packaging.specifiers import SpecifierSet
+
+    text = (ROOT / "pyproject.toml").read_text()
+    spec = SpecifierSet(tomllib.loads(text)["project"]["requires-python"])
+    low, high = _load_tool("build_backend").supported_range(text)
+    pythons = _load_tool("constraints").PYTHONS
+    assert pythons == tuple(f"{low[0]}.{m}" for m in range(low[1], high[1]))
+    for minor in range(8, 20):
+        assert (f"3.{minor}" in pythons) == (f"3.{minor}.0" in spec)
+    assert "3.14" in pythons and "3.15.0" not in spec and "3.10.0" not in spec
+    assert "Python 3.11, the oldest supported" in CONSTRAINTS.read_text()
+
+
+@pytest.mark.parametrize("version", [(3, 10, 13), (3, 15, 0), (4, 0, 0)])
+def test_build_backend_refuses_an_unsupported_python_naming_the_supported_ones(version: tuple[int, ...]) -> None:
+    backend = _load_tool("build_backend")
+    with pytest.raises(SystemExit) as info:
+        backend.check_python(version)
+    message = str(info.value)
+    assert "supports Python 3.11 to 3.14" in message and f"this is Python {'.'.join(map(str, version))}" in message
+
+
+@pytest.mark.parametrize("version", [(3, 11, 0), (3, 14, 9)])
+def test_build_backend_accepts_a_supported_python(version: tuple[int, ...]) -> None:
+    _load_tool("build_backend").check_python(version)
+
+
+def test_build_backend_is_the_one_pyproject_names() -> None:
+    system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    assert (system["build-backend"], system["backend-path"]) == ("build_backend", ["tools"])
+    backend = _load_tool("build_backend")
+    for hook in ("get_requires_for_build_wheel", "get_requires_for_build_editable", "build_wheel",
+                 "build_editable", "build_sdist", "prepare_metadata_for_build_wheel"):
+        assert callable(getattr(backend, hook)), hook
+    with pytest.raises(ValueError, match="requires-python must read"):
+        backend.supported_range('requires-python = ">=3.11"\n')
 
 
 def test_torch_and_torchaudio_pinned_exactly_everywhere() -> None:

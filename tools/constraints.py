@@ -8,11 +8,17 @@ the widgets the way torchaudio 2.11.1 broke ``torchaudio==2.11.*``.
 
     python tools/constraints.py lock    # resolve pyproject's dependencies for the oldest supported
                                         # Python and write constraints.txt (uses pip's resolver,
-                                        # downloads only metadata)
-    python tools/constraints.py check   # every pin has a wheel for Python 3.10-3.13
+                                        # downloads only metadata); pins already in constraints.txt
+                                        # are kept unless named with --upgrade NAME (or --upgrade-all),
+                                        # because every changed pin can change committed notebook outputs
+    python tools/constraints.py check   # every pin has a wheel for Python 3.11-3.14
                                         # on Linux x86_64, macOS arm64 and Windows x86_64
     python tools/constraints.py installed   # this environment has exactly the pinned versions and
                                             # torchaudio's native library loads (CI runs this)
+
+The supported Pythons (``PYTHONS``) must agree with pyproject's ``requires-python``
+(tests/test_packaging.py checks it): a Python outside them is refused by pip at install time with
+a message naming the range, rather than a source build of a pin without wheels for it.
 
 Needs Python 3.11+ (tomllib) and a recent pip (``--dry-run --report``, PEP 658 metadata).
 Platform-only packages (torch's CUDA libraries on Linux, for example) are left to torch's own
@@ -28,12 +34,15 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSTRAINTS = ROOT / "constraints.txt"
-#: The Pythons learners use; the lock is resolved for the oldest, so one pin set serves all.
-PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+#: The Pythons learners use; the lock is resolved for the oldest, so one pin set serves all. 3.10
+#: is past its end of life and numpy/contourpy releases with 3.14 wheels need 3.11; torch 2.14.1
+#: has no 3.15 wheels. Keep pyproject's requires-python in step (tests/test_packaging.py).
+PYTHONS = ("3.11", "3.12", "3.13", "3.14")
 #: pip platform tags per operating system (pip matches older macOS/manylinux tags only when listed).
 PLATFORMS = {
     "linux-x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
@@ -67,8 +76,12 @@ def project_requirements() -> list[str]:
     return reqs
 
 
-def _resolve(reqs: list[str], python: str, platforms: list[str], no_deps: bool) -> dict[str, str]:
-    """Resolve ``reqs`` with pip for another Python/platform without installing; return name -> version."""
+def _resolve(reqs: list[str], python: str, platforms: list[str], no_deps: bool,
+             keep: dict[str, str] | None = None) -> dict[str, str]:
+    """Resolve ``reqs`` with pip for another Python/platform without installing; return name -> version.
+
+    ``keep`` (name -> version) constrains those packages to their exact versions.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
@@ -78,6 +91,10 @@ def _resolve(reqs: list[str], python: str, platforms: list[str], no_deps: bool) 
             cmd += ["--platform", p]
         if no_deps:
             cmd.append("--no-deps")
+        if keep:
+            kept = Path(tmp) / "keep.txt"
+            kept.write_text("".join(f"{n}=={v}\n" for n, v in keep.items()))
+            cmd += ["-c", str(kept)]
         proc = subprocess.run(cmd + reqs, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "pip failed")
@@ -96,13 +113,29 @@ def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
     return pins
 
 
-def lock() -> int:
-    """Write constraints.txt from a resolution for the oldest supported Python on Linux."""
+def lock(upgrade: Sequence[str] = (), upgrade_all: bool = False) -> int:
+    """Write constraints.txt from a resolution for the oldest supported Python on Linux; return 0 or 1.
+
+    Existing pins are kept except those named in ``upgrade`` (or all with ``upgrade_all``): every
+    changed pin can change committed notebook outputs, so the lock moves only what has to move.
+    """
     reqs = project_requirements()
     exact = {_key(r.split("==")[0]): r.split("==")[1] for r in reqs if "==" in r}
+    upgrade_keys = {_key(n) for n in upgrade}
+    current = read_constraints() if CONSTRAINTS.exists() and not upgrade_all else {}
+    unknown = sorted(upgrade_keys - set(current)) if current else []
+    if unknown:
+        print(f"--upgrade names packages constraints.txt does not pin: {unknown}", file=sys.stderr)
+        return 1
+    keep = {n: v for n, v in current.items() if n not in upgrade_keys and n not in exact}
     # torch's own CUDA dependencies are Linux-only: resolve the rest without them, pin torch from pyproject.
     others = [r for r in reqs if _key(re.split(r"[<>=!~ ;\[]", r)[0]) not in exact]
-    resolved = _resolve(others, PYTHONS[0], PLATFORMS["linux-x86_64"], no_deps=False) | exact
+    try:
+        resolved = _resolve(others, PYTHONS[0], PLATFORMS["linux-x86_64"], no_deps=False, keep=keep) | exact
+    except RuntimeError as exc:
+        print(f"cannot resolve with the kept pins ({exc}); name the ones to move with --upgrade NAME",
+              file=sys.stderr)
+        return 1
     missing = [n for n in LOCKED if _key(n) not in resolved]
     if missing:
         print(f"not in the resolution (drop them from LOCKED?): {missing}", file=sys.stderr)
@@ -181,7 +214,15 @@ def installed() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["lock", "check", "installed"])
-    return {"lock": lock, "check": check, "installed": installed}[parser.parse_args().action]()
+    parser.add_argument("--upgrade", action="append", default=[], metavar="NAME",
+                        help="lock: re-resolve this package instead of keeping its pin (repeatable)")
+    parser.add_argument("--upgrade-all", action="store_true", help="lock: re-resolve every package")
+    args = parser.parse_args()
+    if args.action == "lock":
+        return lock(args.upgrade, args.upgrade_all)
+    if args.upgrade or args.upgrade_all:
+        parser.error("--upgrade and --upgrade-all apply to lock only")
+    return {"check": check, "installed": installed}[args.action]()
 
 
 if __name__ == "__main__":
