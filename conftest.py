@@ -19,6 +19,7 @@ import pytest
 #: Files that take longest (seconds measured on the 2-core machine, one thread each), run first.
 LONGEST_FIRST = (
     "notebooks/05-train-and-test.ipynb",  # ~105 s: trains M5 for four epochs
+    "tests/test_notebooks_any_dataset.py",  # ~100 s of CPU: notebooks 5-8 on a dataset that is not generated
     "tests/test_distributed.py",  # ~80 s: four torchrun launches of three processes each
     "notebooks/07-augment.ipynb",  # ~47 s: two augmentation settings over three folds
     "notebooks/06-evaluate-like-a-paper.ipynb",  # ~37 s: a three-fold cross-validation

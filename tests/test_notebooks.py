@@ -147,7 +147,8 @@ def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
     cells = code_cells(nb)
     assert_sizes_are_named(cells[0], ("EPOCHS", "BATCH_SIZE", "TEST_FOLD", "MIN_TEST_ACCURACY"))
     everything = "\n".join(source(c) for c in cells)
-    assert re.search(r"assert .*accuracy >= MIN_TEST_ACCURACY", everything)
+    # the threshold is checked where it was calibrated (the generated mini dataset, small settings)
+    assert re.search(r"use\.check\(accuracy >= MIN_TEST_ACCURACY", everything)
     assert "choose_device" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "GPU" in markdown and "Dai" in markdown and "Salamon" in markdown
@@ -160,8 +161,9 @@ def test_evaluation_notebook_names_its_sizes_and_keeps_the_protocol():
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and "mean_best_on_test" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    # the published table says under which protocol each number was measured, and what was not checked
-    assert "| protocol |" in markdown and "unverified" in markdown
+    # the published table says under which protocol each number was measured, as read from the paper
+    assert "| protocol |" in markdown and "Table 2" in markdown and "100–400 epochs" in markdown
+    assert "unverified" not in markdown
     assert "torchrun" in markdown and "fold 10" in markdown
 
 
@@ -188,7 +190,7 @@ def test_augmentation_notebook_names_its_sizes_and_checks_that_every_setting_lea
     cells = code_cells(load(NOTEBOOKS_DIR / "07-augment.ipynb"))
     assert_sizes_are_named(cells[0], ("FOLDS", "EPOCHS", "WIDTH", "COMPARE", "SEED"))
     everything = "\n".join(source(c) for c in cells)
-    assert "crossval.crossval(" in everything and re.search(r"assert worst >= ", everything)
+    assert "crossval.crossval(" in everything and re.search(r"use\.check\(worst >= ", everything)
 
 
 def test_front_end_notebook_compares_both_models_on_the_same_folds_and_cites_its_sources():
@@ -198,9 +200,31 @@ def test_front_end_notebook_compares_both_models_on_the_same_folds_and_cites_its
     assert re.search(r'^MODELS = \["m5", "logmel"\]', source(cells[0]), re.M)
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and "comparison_table(" in everything
-    assert "comparison_verdict(" in everything and re.search(r"assert worst >= ", everything)
+    assert "comparison_verdict(" in everything and re.search(r"use\.check\(worst >= ", everything)
     assert "compute_filter_responses(" in everything and "mel_filterbank()" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    assert "| protocol |" in markdown and "unverified" in markdown and "73 %" in markdown
+    assert "| protocol |" in markdown and "Table 2" in markdown and "73 %" in markdown
+    assert "unverified" not in markdown
     assert "torchrun" in markdown and "--model m5,logmel" in markdown
 
+
+
+TRAINING_NOTEBOOKS = ["05-train-and-test", "06-evaluate-like-a-paper", "07-augment", "08-raw-or-spectrogram"]
+
+
+@pytest.mark.parametrize("stem", TRAINING_NOTEBOOKS)
+def test_training_notebook_chooses_its_settings_in_the_open(stem):
+    # a learner sees which set of sizes applies and how to change it, in the first code cell
+    settings = source(code_cells(load(NOTEBOOKS_DIR / f"{stem}.ipynb"))[0])
+    assert 'SETTINGS = os.environ.get("US8K_NOTEBOOK_SETTINGS", "auto")' in settings
+    assert "notebook_settings.choose(SETTINGS, root" in settings and "use.report(" in settings
+    assert re.search(r"^EPOCHS = use\.pick\(small=\d+, full=30", settings, re.M), "EPOCHS needs a small and a full value"
+
+
+@pytest.mark.parametrize("stem", ["04-define-m5", "05-train-and-test", "06-evaluate-like-a-paper", "08-raw-or-spectrogram"])
+def test_published_numbers_are_quoted_as_read_with_their_protocol(stem):
+    nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for vague in ("unverified", "see the paper", "often quoted", "we did not read"):
+        assert vague not in markdown.lower(), f"{stem}: {vague!r}"
+    assert "63.42" in markdown and "100–400" in markdown, f"{stem}: Dai et al.'s M5 figure or its epochs missing"
