@@ -276,7 +276,8 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
             save = _saver(run.path if main else None, parts, config, data, device.type, amp)
 
             def evaluate_on(ds: Dataset) -> EvalResult:
-                return evaluate(parts.net, ds, device=device, amp=amp, distributed=ddp, data_path=data.path.kind)
+                return evaluate(parts.net, ds, device=device, amp=amp, distributed=ddp, data_path=data.path.kind,
+                                batch_size=config.batch_size)
 
             evaluation = None
             for epoch in range(len(history) + 1, config.epochs + 1):
