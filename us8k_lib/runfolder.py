@@ -129,15 +129,18 @@ class RunLock:
     """An OS lock on ``folder/.lock`` for the life of a run: released by the OS when its process
     dies, so a killed run never blocks the next one (``fcntl.flock`` on Linux and macOS,
     ``msvcrt.locking`` on Windows). The file names its holder (pid and host) for the message a
-    second run gets."""
+    second run gets. A folder the lock made is removed again on release if the run wrote nothing
+    there (a run refused before its first write leaves no empty folder behind)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._made_folder = False
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunInUseError` at once naming the folder and the holder."""
+        self._made_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -173,6 +176,11 @@ class RunLock:
             try:
                 self.path.unlink(missing_ok=True)
             except PermissionError:
+                pass
+        if self._made_folder:
+            try:
+                self.folder.rmdir()  # only if empty: anything the run wrote stays
+            except OSError:
                 pass
 
     def __enter__(self) -> RunLock:

@@ -107,6 +107,16 @@ class RunData:
     length: int
 
 
+def _require_clips(root: Path, config: TrainConfig, n_train: int, n_val: int, n_test: int) -> None:
+    """Raise :class:`US8KError` naming ``root`` and the fold when a role of ``config`` has no clips."""
+    if n_train == 0:
+        raise US8KError(f"{root}: no training clips in folds {list(config.folds_to_train)}")
+    if config.val_fold is not None and n_val == 0:
+        raise US8KError(f"{root}: no validation clips in fold {config.val_fold}")
+    if n_test == 0:
+        raise US8KError(f"{root}: no test clips in fold {config.test_fold}")
+
+
 def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdentity, *,
                  cache_dir: str | Path | None, skip_bad: bool, progress: bool, ddp: bool,
                  device: torch.device) -> RunData:
@@ -114,6 +124,9 @@ def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdent
     from us8k_lib.dataset import US8KDataset, build_cache
 
     root, metadata = source.root, source.metadata
+    per_fold = metadata["fold"].value_counts()
+    _require_clips(root, config, sum(int(per_fold.get(f, 0)) for f in config.folds_to_train),
+                   int(per_fold.get(config.val_fold, 0)), int(per_fold.get(config.test_fold, 0)))  # before formatting
     if ddp:  # one rank formats the 8 732 clips; the others open the finished cache
         if is_main():
             build_cache(root, metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
@@ -123,12 +136,7 @@ def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdent
     train_ds = US8KDataset(root, train_folds, **kwargs)
     val_ds = US8KDataset(root, [config.val_fold], **kwargs) if config.val_fold is not None else None
     test_ds = US8KDataset(root, [config.test_fold], **kwargs)
-    if len(train_ds) == 0:
-        raise US8KError(f"{root}: no training clips in folds {list(config.folds_to_train)}")
-    if val_ds is not None and len(val_ds) == 0:
-        raise US8KError(f"{root}: no validation clips in fold {config.val_fold}")
-    if len(test_ds) == 0:
-        raise US8KError(f"{root}: no test clips in fold {config.test_fold}")
+    _require_clips(root, config, len(train_ds), len(val_ds) if val_ds is not None else 0, len(test_ds))  # --skip-bad
     skipped = [s for ds in (train_ds, val_ds, test_ds) if ds is not None for s in ds.skipped]
     if config.permute_labels:
         labels = train_ds.table["classID"].to_numpy()
