@@ -145,7 +145,7 @@ def assert_sizes_are_named(settings_cell: dict, names: tuple[str, ...]) -> None:
 def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
     nb = load(NOTEBOOKS_DIR / "05-train-and-test.ipynb")
     cells = code_cells(nb)
-    assert_sizes_are_named(cells[0], ("EPOCHS", "BATCH_SIZE", "TEST_FOLD", "MIN_TEST_ACCURACY"))
+    assert_sizes_are_named(cells[0], ("EPOCHS", "BATCH_SIZE", "WIDTH", "TEST_FOLD", "MIN_TEST_ACCURACY"))
     everything = "\n".join(source(c) for c in cells)
     # the threshold is checked where it was calibrated (the generated mini dataset, small settings)
     assert re.search(r"use\.check\(accuracy >= MIN_TEST_ACCURACY", everything)

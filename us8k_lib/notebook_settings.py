@@ -141,6 +141,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _about(seconds: float) -> str:
+    return _duration(seconds) if seconds < 1 else f"about {_duration(seconds)}"
+
+
 def training_cost(root: str | Path, *, epochs: int, test_folds: Sequence[int] | None, runs: int = 1,
                   validation: bool = True, full_width: bool = True) -> str:
     """Return a sentence estimating what a notebook's training costs on ``root``.
@@ -164,7 +168,7 @@ def training_cost(root: str | Path, *, epochs: int, test_folds: Sequence[int] | 
     passes = clips * epochs * runs
     lo, hi = passes / CPU_CLIPS_PER_S[1], passes / CPU_CLIPS_PER_S[0]
     return (f"{passes:,} training clip-passes ({runs} run(s) x {len(tests)} test fold(s) x {epochs} epoch(s)); "
-            f"at M5's full-width rates that is about {_duration(passes / GPU_CLIPS_PER_S)} on a GPU like an "
+            f"at M5's full-width rates that is {_about(passes / GPU_CLIPS_PER_S)} on a GPU like an "
             f"H200 ({GPU_CLIPS_PER_S:,} clips/s) and {_duration(lo)} to {_duration(hi)} on a 2-core CPU "
             f"({CPU_CLIPS_PER_S[0]}-{CPU_CLIPS_PER_S[1]} clips/s), plus evaluation and start-up"
             + ("" if full_width else "; the narrow models here train several times faster than that") + ".")
