@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,9 +276,8 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
             history, best = _start(run, parts, data, config, verbose, describe(config, data, parts, device, ddp, world))
             save = _saver(run.path if main else None, parts, config, data, device.type, amp)
 
-            def evaluate_on(ds: Dataset) -> EvalResult:
-                return evaluate(parts.net, ds, device=device, amp=amp, distributed=ddp, data_path=data.path.kind,
-                                batch_size=config.batch_size)
+            evaluate_on = partial(evaluate, parts.net, device=device, amp=amp, distributed=ddp,  # at the training batch
+                                  data_path=data.path.kind, batch_size=config.batch_size)
 
             evaluation = None
             for epoch in range(len(history) + 1, config.epochs + 1):
