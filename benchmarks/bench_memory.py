@@ -3,6 +3,7 @@
     python benchmarks/bench_memory.py                    # every notebook, on the mini dataset
     python benchmarks/bench_memory.py 05 --per-cell      # one notebook, the peak after each cell
     python benchmarks/bench_memory.py --limit-mb 1000    # exit 1 if a kernel peaks above 1000 MB
+    python benchmarks/bench_memory.py 05 --mode fast     # the memory mode of a machine with RAM to spare
 
 Executes each notebook in ``notebooks/`` with nbclient (as ``jupyter nbconvert --execute`` and
 ``pytest --nbval`` do: a fresh ipykernel per notebook, run from ``notebooks/``), then asks the
@@ -12,7 +13,9 @@ run; ``tracemalloc`` would miss it, since PyTorch allocates outside Python's all
 ``--per-cell`` reads it after every code cell too, so a jump points at the cell that caused it.
 
 The dataset is whatever the notebooks resolve (``US8K_ROOT``, else the mini dataset): set
-``US8K_DATA_DIR`` to a scratch folder to measure a cold cache. Linux only (``/proc``).
+``US8K_DATA_DIR`` to a scratch folder to measure a cold cache. The kernels run in the ``lean``
+memory mode (``US8K_MEMORY=lean``, what a Binder session gets; see ``us8k_lib.allocator``) unless
+``--mode`` says otherwise. Linux only (``/proc``).
 The last line sums up: ``peak <MB> MB (<notebook>)``.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from us8k_lib.allocator import MODE_VARIABLE, memory_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -77,6 +83,8 @@ def main() -> int:
     parser.add_argument("--per-cell", action="store_true", help="also print the peak after every code cell")
     parser.add_argument("--limit-mb", type=float, help="exit with 1 if any kernel peaks above this")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--mode", choices=["lean", "fast", "auto"], default="lean",
+                        help="the kernels' memory mode (US8K_MEMORY); auto: the rule this machine gets (default: lean, as on Binder)")
     args = parser.parse_args()
     if not Path("/proc/self/status").exists():
         parser.error("needs Linux (/proc/self/status)")
@@ -84,8 +92,12 @@ def main() -> int:
     if not paths:
         parser.error(f"no notebook in {NOTEBOOKS} starts with {args.only}")
 
+    if args.mode == "auto":
+        os.environ.pop(MODE_VARIABLE, None)
+    else:
+        os.environ[MODE_VARIABLE] = args.mode  # the kernels inherit this process's environment
     print(f"{platform.processor() or platform.machine()}, {platform.python_version()}, torch {metadata.version('torch')}, "
-          f"glibc {platform.libc_ver()[1]}, {time.strftime('%Y-%m-%d')}")
+          f"glibc {platform.libc_ver()[1]}, {time.strftime('%Y-%m-%d')}, memory mode {memory_mode()}")
     results = []
     for path in paths:
         start = time.perf_counter()

@@ -1,5 +1,5 @@
 """us8k_lib.allocator: freed memory is reused inside the block (fast mode) or handed back at once (lean mode,
-the default in a notebook kernel), and glibc's defaults come back after."""
+the default where memory is scarce), and glibc's defaults come back after."""
 
 from __future__ import annotations
 
@@ -102,13 +102,51 @@ def test_lean_mode_hands_large_blocks_back_and_keeps_its_settings(fake_libc, mon
     assert allocator._depth == 0
 
 
-def test_memory_mode_is_lean_in_a_notebook_kernel_and_fast_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def limits(monkeypatch: pytest.MonkeyPatch, tmp_path) -> dict:
+    """The machine as memory_limit_bytes sees it: cgroup files under tmp_path, MEM_LIMIT, the RAM."""
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    monkeypatch.setattr(allocator, "CGROUP_LIMIT_FILES", (v2, v1))
+    monkeypatch.delenv("MEM_LIMIT", raising=False)
     monkeypatch.delenv(allocator.MODE_VARIABLE, raising=False)
-    monkeypatch.setattr(allocator, "_in_jupyter_kernel", lambda: False)
-    assert allocator.memory_mode() == "fast"
-    monkeypatch.setattr(allocator, "_in_jupyter_kernel", lambda: True)
+    ram = {"bytes": 16 << 30}
+    monkeypatch.setattr(allocator, "_physical_memory", lambda: ram["bytes"])
+    return {"v2": v2, "v1": v1, "ram": ram}
+
+
+def test_the_memory_limit_is_the_least_of_cgroup_session_and_ram(limits, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert allocator.memory_limit_bytes() == 16 << 30  # nothing but the RAM says
+    limits["v2"].write_text("max\n")  # cgroup v2 without a limit
+    limits["v1"].write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    assert allocator.memory_limit_bytes() == 16 << 30
+    limits["v1"].write_text(f"{3 << 30}\n")
+    assert allocator.memory_limit_bytes() == 3 << 30
+    limits["v2"].write_text(f"{2 << 30}\n")
+    monkeypatch.setenv("MEM_LIMIT", str(1 << 30))  # a Binder session's
+    assert allocator.memory_limit_bytes() == 1 << 30
+    monkeypatch.setenv("MEM_LIMIT", "not a number")
+    assert allocator.memory_limit_bytes() == 2 << 30
+    limits["ram"]["bytes"] = None
+    limits["v1"].unlink()
+    limits["v2"].unlink()
+    monkeypatch.delenv("MEM_LIMIT")
+    assert allocator.memory_limit_bytes() is None
+
+
+def test_memory_mode_is_lean_where_memory_is_scarce_and_fast_elsewhere(limits, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert allocator.memory_mode() == "fast"  # 16 GB of RAM, no limit
+    monkeypatch.setenv("MEM_LIMIT", str(2 << 30))  # Binder
     assert allocator.memory_mode() == "lean"
-    monkeypatch.setenv(allocator.MODE_VARIABLE, "FAST")
+    monkeypatch.delenv("MEM_LIMIT")
+    limits["v2"].write_text(str(allocator.LEAN_BELOW_BYTES))  # a container at the threshold
+    assert allocator.memory_mode() == "fast"
+    limits["v2"].write_text(str(allocator.LEAN_BELOW_BYTES - 1))
+    assert allocator.memory_mode() == "lean"
+    limits["v2"].unlink()
+    limits["ram"]["bytes"] = None  # nothing known: keep the speed
+    assert allocator.memory_mode() == "fast"
+    monkeypatch.setenv("MEM_LIMIT", str(1 << 30))
+    monkeypatch.setenv(allocator.MODE_VARIABLE, "FAST")  # the variable overrides the rule
     assert allocator.memory_mode() == "fast"
     monkeypatch.setenv(allocator.MODE_VARIABLE, "small")
     with pytest.raises(ValueError, match="US8K_MEMORY='small': expected one of fast, lean"):

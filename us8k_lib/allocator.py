@@ -21,16 +21,19 @@ The cache build (:func:`us8k_lib.dataset.build_cache`) uses it too: every clip's
 (about 1.4 MB for 4 s of 44.1 kHz stereo) were fresh mmaps, and two worker threads faulting pages
 into one process contend for its memory map (measured 15-25% faster builds with it).
 
-Memory mode. Keeping freed memory is a trade: speed for resident memory. In a notebook kernel
-memory is what runs out first (Binder gives a whole session 1-2 GB), so the process has a mode
-(:func:`memory_mode`): ``"fast"`` (the default in scripts and the CLI) keeps freed memory as
-described above; ``"lean"`` (the default inside a Jupyter kernel) does the opposite for the
-duration of the block: every block of 1 MiB or more is a fresh ``mmap`` handed back the moment it
-is freed, and glibc's sliding mmap threshold, which otherwise moves large blocks into a heap that
-does not shrink, is turned off. The environment variable ``US8K_MEMORY=fast|lean`` overrides the
-default. Measured for M5 (width 128) at batch 16 on a 2-core EPYC, torch 2.14.1: one training
-step's peak above the resident size before it 607 MB kept, 423 MB with glibc's defaults, 283 MB
-lean (``benchmarks/bench_memory.py`` measures whole notebooks).
+Memory mode. Keeping freed memory is a trade: speed for resident memory. Where memory is scarce
+(Binder gives a whole session 1-2 GB) it is the wrong trade, so the process has a mode
+(:func:`memory_mode`): ``"fast"`` keeps freed memory as described above; ``"lean"`` does the
+opposite for the duration of the block: every block of 1 MiB or more is a fresh ``mmap`` handed
+back the moment it is freed, and glibc's sliding mmap threshold, which otherwise moves large
+blocks into a heap that does not shrink, is turned off. The mode is ``lean`` when the memory this
+process may use (:func:`memory_limit_bytes`: its cgroup's limit, JupyterHub's ``MEM_LIMIT``, the
+machine's RAM, whichever is least) is under :data:`LEAN_BELOW_BYTES`, and ``fast`` otherwise; the
+environment variable ``US8K_MEMORY=fast|lean`` overrides the rule. Measured for M5 (width 128) at
+batch 16 on a 2-core EPYC, torch 2.14.1: one training step's peak above the resident size before
+it 607 MB kept, 423 MB with glibc's defaults, 283 MB lean (``benchmarks/bench_memory.py``
+measures whole notebooks); notebook 8's training cell took 64 s fast and 124 s lean (one thread,
+the mini dataset).
 
 Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
 :func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmarks.
@@ -43,8 +46,9 @@ import os
 import platform
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 # mallopt(3) parameter numbers and glibc's documented defaults.
@@ -63,6 +67,13 @@ LEAN_BYTES = 1 << 20
 #: The environment variable that chooses the memory mode (see :func:`memory_mode`).
 MODE_VARIABLE = "US8K_MEMORY"
 MODES = ("fast", "lean")
+#: Under this much memory for the process the default mode is lean: Binder's 1-2 GB session must
+#: hold the server and every open kernel; notebook 5's kernel peaks at 0.93 GB lean, 1.13 GB fast.
+LEAN_BELOW_BYTES = 4 << 30
+#: Where Linux states the process's memory limit (cgroup v2, then v1).
+CGROUP_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+#: cgroup v1 writes "no limit" as a number near 2**63.
+_UNLIMITED = 1 << 60
 
 _depth = 0
 
@@ -86,8 +97,9 @@ def supported() -> bool:
 def memory_mode() -> str:
     """Return ``"fast"`` or ``"lean"``: how :func:`reuse_freed_memory` treats freed memory here.
 
-    ``US8K_MEMORY`` decides if set; otherwise ``"lean"`` inside a Jupyter (IPython) kernel, where
-    the notebooks run and memory is the scarce resource, and ``"fast"`` everywhere else.
+    ``US8K_MEMORY`` decides if set; otherwise ``"lean"`` when :func:`memory_limit_bytes` is under
+    :data:`LEAN_BELOW_BYTES` (Binder, a small container), else ``"fast"`` (a laptop, a
+    workstation, a GPU server). Used by every notebook that trains (5-8) through ``train.fit``.
 
     Raises:
         ValueError: ``US8K_MEMORY`` is set to something other than ``fast`` or ``lean``.
@@ -97,23 +109,44 @@ def memory_mode() -> str:
         if value not in MODES:
             raise ValueError(f"{MODE_VARIABLE}={os.environ[MODE_VARIABLE]!r}: expected one of {', '.join(MODES)}")
         return value
-    return "lean" if _in_jupyter_kernel() else "fast"
+    limit = memory_limit_bytes()
+    return "lean" if limit is not None and limit < LEAN_BELOW_BYTES else "fast"
 
 
-def _in_jupyter_kernel() -> bool:
-    # Only a running kernel counts, not a process that merely imported ipykernel (nbval, tests).
-    if "ipykernel" not in sys.modules:
-        return False
-    from ipykernel.kernelapp import IPKernelApp
+def memory_limit_bytes() -> int | None:
+    """Return the most memory this process may use, in bytes, or None where nothing says.
 
-    return bool(IPKernelApp.initialized())
+    The least of: the cgroup limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``; containers,
+    Binder's pods), ``MEM_LIMIT`` (what JupyterHub and Binder set in a user's session) and the
+    machine's physical memory. Used by :func:`memory_mode`.
+    """
+    limits = [_read_limit(path) for path in CGROUP_LIMIT_FILES]
+    with suppress(ValueError):
+        limits.append(int(os.environ.get("MEM_LIMIT", "")))
+    limits.append(_physical_memory())
+    known = [n for n in limits if n is not None and 0 < n < _UNLIMITED]
+    return min(known) if known else None
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())  # "max" (cgroup v2, no limit) is not a number
+    except (OSError, ValueError):
+        return None
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name (macOS)
+        return None
 
 
 @contextmanager
 def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     """Within the block, keep freed memory in the heap for the next allocation to reuse (``fast``
     mode), or hand every large block back to the OS as soon as it is freed (``lean`` mode, the
-    default in a notebook kernel; see :func:`memory_mode`).
+    default where memory is scarce; see :func:`memory_mode`).
 
     Args:
         enabled: False makes the block a no-op (to measure, or to rule it out).
