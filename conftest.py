@@ -18,12 +18,12 @@ import pytest
 
 #: Files that take longest (seconds measured on the 2-core machine, one thread each), run first.
 LONGEST_FIRST = (
-    "notebooks/05-train-and-test.ipynb",  # ~105 s: trains M5 for four epochs
-    "tests/test_notebooks_any_dataset.py",  # ~100 s of CPU: notebooks 5-8 on a dataset that is not generated
-    "tests/test_distributed.py",  # ~80 s: four torchrun launches of three processes each
-    "notebooks/07-augment.ipynb",  # ~47 s: two augmentation settings over three folds
-    "notebooks/06-evaluate-like-a-paper.ipynb",  # ~37 s: a three-fold cross-validation
-    "notebooks/08-raw-or-spectrogram.ipynb",  # two models over three folds
+    "notebooks/08-raw-or-spectrogram.ipynb",  # ~75 s: two models over three folds
+    "tests/test_notebooks_any_dataset.py",  # ~60 s: notebooks 5-8 on a dataset that is not generated
+    "tests/test_distributed.py",  # ~55 s: four torchrun launches of three processes each
+    "notebooks/05-train-and-test.ipynb",  # ~35 s: trains M5 for four epochs
+    "notebooks/07-augment.ipynb",  # ~35 s: two augmentation settings over three folds
+    "notebooks/06-evaluate-like-a-paper.ipynb",  # a three-fold cross-validation
     "tests/test_train.py",  # ~34 s
 )
 
