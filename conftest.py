@@ -1,7 +1,7 @@
 """How `pytest` shares this machine's cores: pyproject's addopts run the suite with pytest-xdist.
 
 ``-n auto --dist loadfile``: a few worker processes, each taking whole files (a notebook's cells
-must run in order, in one kernel). On 2 cores that measured 6:04 against 8:24 for one process,
+must run in order, in one kernel). On 2 cores that measured 6:04 against 8:24 for one process (2026-11),
 because much of the suite (imports, kernel start-ups, subprocesses) uses one core at a time.
 
 Workers take files in collection order (``--no-loadscope-reorder``; xdist's default would queue
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-#: Files that take longest (seconds measured on the 2-core machine, one thread each), run first.
+#: Files that take longest (seconds measured on a 2-core VM, one thread each), run first.
 LONGEST_FIRST = (
     "notebooks/08-raw-or-spectrogram.ipynb",  # ~75 s: two models over three folds
     "tests/test_notebooks_any_dataset.py",  # ~60 s: notebooks 5-8 on a dataset that is not generated

@@ -67,7 +67,7 @@ from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_mod
 from us8k_lib.train import TrainConfig, make_optimizer, train_one_epoch
 
 LENGTH = 32000  # 4 s at 8 kHz, what the cache holds
-EVAL_BATCH = 64  # evaluate's default, as train evaluates
+EVAL_BATCH = 64  # evaluate's default (train.fit evaluates at its training batch size instead)
 
 
 class SyntheticClips(Dataset):

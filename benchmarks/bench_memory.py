@@ -6,7 +6,8 @@
     python benchmarks/bench_memory.py 05 --mode fast     # the memory mode of a machine with RAM to spare
 
 Executes each notebook in ``notebooks/`` with nbclient (as ``jupyter nbconvert --execute`` and
-``pytest --nbval`` do: a fresh ipykernel per notebook, run from ``notebooks/``), then asks the
+``pytest --nbval`` do: a fresh ipykernel per notebook; run from an empty temporary folder, so no
+finished run is reused), then asks the
 kernel for its own peak resident set size, ``VmHWM`` in ``/proc/self/status``. That is the figure
 GNU time's "Maximum resident set size" reports for the kernel, the largest process of a notebook
 run; ``tracemalloc`` would miss it, since PyTorch allocates outside Python's allocator.
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -67,8 +69,10 @@ def measure(path: Path, per_cell: bool, timeout: int) -> tuple[float, list[tuple
     cells.append(nbformat.v4.new_code_cell(_PROBE))
     probes.append((len(cells) - 1, None))
     nb.cells = cells
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    # From a fresh folder: notebooks 6-8 keep their runs under runs/ where they run, and finished
+    # runs found there would be reported instead of trained, hiding the training's peak.
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as where:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": where}}).execute()
     steps = []
     for at, original in probes[:-1]:
         r = _reading(nb.cells[at])

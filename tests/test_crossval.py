@@ -133,6 +133,10 @@ def test_crossval_reports_selected_and_last_epochs_and_skips_finished_folds(
     assert capsys.readouterr().out.count("already done") == 2
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == mtimes
     pd.testing.assert_frame_equal(again.folds, result.folds)
+    # the training time is the one recorded when the folds trained, not this call's (which trained nothing)
+    recorded = sum(row["seconds"] for f in (1, 2)
+                   for row in json.loads((fold_dir(tmp_path, f) / "history.json").read_text()))
+    assert again.training_seconds == pytest.approx(recorded) and recorded > 0
 
 
 def test_crossval_command_on_a_dataset_with_some_folds(real_sample: Path, tmp_path: Path,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,9 +61,21 @@ def test_check_asserts_only_where_calibrated(tiny_root, unmarked_root):
     assert calibrated.check(True, "boom", "that it holds").startswith("checked that it holds")
     with pytest.raises(AssertionError, match="boom"):
         calibrated.check(False, "boom", "that it holds")
+    # a raise, not an assert statement: the check holds under `python -O` too
+    flag = subprocess.run([sys.executable, "-O", "-c", (
+        "import sys; from us8k_lib import notebook_settings as n\n"
+        f"use = n.choose('small', {str(tiny_root)!r}, gpu=False)\n"
+        "try:\n    use.check(False, 'boom', 'x')\nexcept AssertionError:\n    sys.exit(3)")], capture_output=True)
+    assert flag.returncode == 3, flag.stderr.decode()
     elsewhere = notebook_settings.choose("small", unmarked_root, gpu=False)
     line = elsewhere.check(False, "boom", "that it holds")
     assert line.startswith("not checked that it holds") and "generated mini dataset" in line
+
+
+def test_only_the_full_settings_show_progress(tiny_root, unmarked_root):
+    assert notebook_settings.choose("auto", unmarked_root, gpu=True).shows_progress
+    assert not notebook_settings.choose("auto", tiny_root, gpu=True).shows_progress
+    assert not notebook_settings.choose("quick", unmarked_root, gpu=True).shows_progress
 
 
 def test_report_says_the_set_the_sizes_the_cost_and_how_to_change_it(tiny_root):
@@ -79,6 +93,7 @@ def test_training_cost_counts_the_clips_each_fold_trains_on(tiny_root):
     # test fold 1 is validated on fold 10, test fold 2 on fold 1: 80 + 90 clips, times 3 epochs and 2 models
     two = notebook_settings.training_cost(tiny_root, epochs=3, test_folds=[1, 2], runs=2, full_width=False)
     assert two.startswith(f"{(80 + 90) * 3 * 2:,} training clip-passes") and "narrow models" in two
+    assert "NVIDIA H200" in one and "a smaller GPU takes several times longer" in one  # the rate it assumes
     every = notebook_settings.training_cost(tiny_root, epochs=1, test_folds=None)
     assert every.startswith(f"{sum(110 - n - v for n, v in zip([10] * 9 + [20], [20] + [10] * 9)):,} training")
 

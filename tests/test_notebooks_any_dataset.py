@@ -61,6 +61,9 @@ def test_notebook_runs_to_the_end_on_a_dataset_that_is_not_generated(stem, unmar
     assert "Cost: " in text and "US8K_NOTEBOOK_SETTINGS" in text, "the settings cell did not say its cost and how to change it"
     # the checks calibrated on the generated dataset said that they did not run here
     assert "not checked" in text or stem == "06-evaluate-like-a-paper", "a generated-only check did not say it was skipped"
-    if stem == "06-evaluate-like-a-paper":
-        # its run folder is relative to where it runs, and named after the dataset and the settings
-        assert (tmp_path / "runs" / f"06-crossval-m5-UrbanSound8K-{SETTINGS}").is_dir()
+    # the run folders of 6-8 are relative to where they run, and named after the dataset and the settings
+    kept = {"06-evaluate-like-a-paper": f"06-crossval-m5-UrbanSound8K-{SETTINGS}/fold01",
+            "07-augment": f"07-augment-UrbanSound8K-{SETTINGS}/none/fold02",
+            "08-raw-or-spectrogram": f"08-front-ends-UrbanSound8K-{SETTINGS}/logmel/fold01"}
+    if stem in kept:
+        assert (tmp_path / "runs" / kept[stem] / "metrics.json").is_file(), sorted((tmp_path / "runs").rglob("*"))

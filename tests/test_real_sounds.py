@@ -89,6 +89,13 @@ def test_verdict_warns_when_the_model_was_trained_on_these_clips() -> None:
     assert "trained on 2 of these 20 clips" in text
 
 
+def test_verdict_on_clips_all_heard_in_training_says_nothing_about_carrying_over() -> None:
+    # a model trained on the real folds 1-9 has heard every bundled clip (folds 1, 3, 5, 7, 9)
+    text = real_sample_verdict(_result(TRUE, _guess(9)), synthetic_accuracy=0.7, heard=[f"{i}.wav" for i in range(20)])
+    assert "trained on all 20 of these clips" in text and "the test fold is that number" in text
+    assert "carries over" not in text and "better than guessing" not in text
+
+
 def test_clips_heard_in_training(tiny_root: Path, real_sample: Path) -> None:
     # The mini dataset reuses real rows (here: two of the sample's recordings), but its audio is
     # synthesized: nothing real was heard, even with every fold trained on.

@@ -4,8 +4,8 @@ Why this exists: PyTorch's CPU tensors come straight from ``malloc``. glibc serv
 above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and gives it back with ``munmap``
 when the tensor dies, so each training step asks the kernel for M5's activations again (the first
 block's output alone is 65 MB at batch 16) and pays a page fault, and the zeroing of a page, for
-every 4 KiB of them. On the 2-core machine this project is developed on, that kernel time was a
-third of a training run. ``benchmarks/bench_pipeline.py`` (P3, batch 16) measured the tutorial's
+every 4 KiB of them. On a 2-core AMD EPYC VM (AVX2), that kernel time was a third of a
+training run. ``benchmarks/bench_pipeline.py`` (P3, batch 16) measured the tutorial's
 loop with glibc's defaults at 30 clips/s and fit's step with freed memory kept at 47-49 clips/s;
 the two run the same convolutions.
 
@@ -13,8 +13,8 @@ the two run the same convolutions.
 duration of a ``with`` block, then restores glibc's defaults and asks glibc to return free memory
 to the operating system (``malloc_trim``; pages glibc cannot release stay with the process until
 it reuses them). The price: PyTorch's 64-byte-aligned blocks fragment the heap a little, so peak
-memory is higher: the benchmark's P5 measures a training process both ways (1.30 vs 1.17 GB peak
-RSS at batch 16). Elsewhere (macOS, Windows, musl) it does nothing: their allocators, or
+memory is higher: the benchmark's P5 measures a training process both ways (1.56 vs 1.21 GB peak
+RSS over a full-size cache, docs/performance.md). Elsewhere (macOS, Windows, musl) it does nothing: their allocators, or
 PyTorch's, behave differently and were not measured.
 
 The cache build (:func:`us8k_lib.dataset.build_cache`) uses it too: every clip's decode buffers
@@ -32,8 +32,7 @@ machine's RAM, whichever is least) is under :data:`LEAN_BELOW_BYTES`, and ``fast
 environment variable ``US8K_MEMORY=fast|lean`` overrides the rule. Measured for M5 (width 128) at
 batch 16 on a 2-core EPYC, torch 2.14.1: one training step's peak above the resident size before
 it 607 MB kept, 423 MB with glibc's defaults, 283 MB lean (``benchmarks/bench_memory.py``
-measures whole notebooks); notebook 8's training cell took 64 s fast and 124 s lean (one thread,
-the mini dataset).
+measures whole notebooks); notebook 8 ran in 56 s fast and 96 s lean on the mini dataset (docs/binder.md).
 
 Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
 :func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmarks.

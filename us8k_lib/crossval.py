@@ -98,6 +98,13 @@ class CrossValResult:
         return load_model(weights_file(fold_dir(self.out, test_fold))[0])
 
     @property
+    def training_seconds(self) -> float:
+        """Seconds the folds' epochs took when they were trained (summed from each fold's history),
+        the same whether this call trained them or found them finished. Used by notebooks 7 and 8."""
+        return float(sum(row.get("seconds", 0.0) for fold in self.folds["test_fold"]
+                         for row in read_results(fold_dir(self.out, int(fold)))[1]))
+
+    @property
     def mean(self) -> float:
         """Mean test accuracy over folds, each at its validation-selected epoch."""
         return float(self.folds["test_acc"].mean())

@@ -66,6 +66,12 @@ class NotebookSettings:
         dataset with the small settings. Elsewhere a low accuracy is a finding, not a bug."""
         return self.generated and self.name == "small"
 
+    @property
+    def shows_progress(self) -> bool:
+        """True for the full settings: their runs take minutes to hours, so the notebook's training
+        cells show progress bars and a line per fold (the small runs stay quiet, for nbval)."""
+        return self.name == "full"
+
     def pick(self, *, small: T, full: T, quick: T | None = None) -> T:
         """Return the value for this set (``quick`` falls back to ``small``)."""
         if self.name == "full":
@@ -84,7 +90,8 @@ class NotebookSettings:
                 settings, if ``condition`` is false.
         """
         if self.calibrated:
-            assert condition, message
+            if not condition:  # not an assert statement: `python -O` would skip it
+                raise AssertionError(message)
             return f"checked {what}: yes"
         return (f"not checked {what}: the threshold was calibrated on the generated mini dataset with the small "
                 f"settings; on this data ({self.dataset}) with the {self.name} settings, a low number is a result, "
@@ -168,7 +175,8 @@ def training_cost(root: str | Path, *, epochs: int, test_folds: Sequence[int] | 
     passes = clips * epochs * runs
     lo, hi = passes / CPU_CLIPS_PER_S[1], passes / CPU_CLIPS_PER_S[0]
     return (f"{passes:,} training clip-passes ({runs} run(s) x {len(tests)} test fold(s) x {epochs} epoch(s)); "
-            f"at M5's full-width rates that is {_about(passes / GPU_CLIPS_PER_S)} on a GPU like an "
-            f"H200 ({GPU_CLIPS_PER_S:,} clips/s) and {_duration(lo)} to {_duration(hi)} on a 2-core CPU "
+            f"at M5's full-width rates that is {_about(passes / GPU_CLIPS_PER_S)} on an NVIDIA H200 "
+            f"({GPU_CLIPS_PER_S:,} clips/s; a smaller GPU takes several times longer) and "
+            f"{_duration(lo)} to {_duration(hi)} on a 2-core CPU "
             f"({CPU_CLIPS_PER_S[0]}-{CPU_CLIPS_PER_S[1]} clips/s), plus evaluation and start-up"
             + ("" if full_width else "; the narrow models here train several times faster than that") + ".")

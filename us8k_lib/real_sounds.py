@@ -150,20 +150,16 @@ def real_sample_verdict(result: EvalResult, *, synthetic_accuracy: float | None 
     lines = [f"{correct} of {n} real clips classified correctly ({correct / n:.0%}); with only {n} clips, "
              f"the 95% interval for the model's accuracy on such clips is {low:.0%} to {high:.0%}. "
              f"Guessing would get {CHANCE:.0%}."]
-    if heard:
-        lines.append(f"Careful: the model was trained on {len(heard)} of these {n} clips, so this is not a test "
-                     "on sounds it has never heard.")
-    if low <= CHANCE:
-        lines.append(f"With {n} clips, that cannot be told apart from guessing: on these real recordings the "
-                     "model shows no sign that what it learned carries over.")
-    elif synthetic_accuracy is not None and high < synthetic_accuracy:
-        lines.append(f"That is better than guessing, but below the {synthetic_accuracy:.0%} it scored on its "
-                     "test fold: part of what it learned carries over to real recordings, much does not.")
-    elif synthetic_accuracy is not None:
-        lines.append(f"As far as {n} clips can tell, that is as good as the {synthetic_accuracy:.0%} it scored on "
-                     "its test fold.")
+    if len(heard) >= n:
+        # e.g. trained on the real folds 1-9: every bundled clip was a training clip, so nothing here
+        # says whether what it learned carries over
+        lines.append(f"Careful: the model was trained on all {n} of these clips, so this says how well it fits "
+                     "recordings it learned from, not how it does on new ones; the test fold is that number.")
     else:
-        lines.append("That is better than guessing.")
+        if heard:
+            lines.append(f"Careful: the model was trained on {len(heard)} of these {n} clips, so this is not a "
+                         "test on sounds it has never heard.")
+        lines.append(_carry_over(n, low, high, synthetic_accuracy))
     counts = result.predictions["predicted"].value_counts()
     if len(counts):
         top, times = str(counts.index[0]), int(counts.iloc[0])
@@ -171,6 +167,19 @@ def real_sample_verdict(result: EvalResult, *, synthetic_accuracy: float | None 
         lines.append(f"It predicted {len(counts)} different classes for the {n} clips, "
                      f"{top} most often ({times} times; {really} of the clips are really {top}).")
     return "\n".join(lines)
+
+
+def _carry_over(n: int, low: float, high: float, synthetic_accuracy: float | None) -> str:
+    """The sentence on whether what the model learned carries over to real clips it never heard."""
+    if low <= CHANCE:
+        return (f"With {n} clips, that cannot be told apart from guessing: on these real recordings the "
+                "model shows no sign that what it learned carries over.")
+    if synthetic_accuracy is not None and high < synthetic_accuracy:
+        return (f"That is better than guessing, but below the {synthetic_accuracy:.0%} it scored on its "
+                "test fold: part of what it learned carries over to real recordings, much does not.")
+    if synthetic_accuracy is not None:
+        return f"As far as {n} clips can tell, that is as good as the {synthetic_accuracy:.0%} it scored on its test fold."
+    return "That is better than guessing."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ class TrainConfig:
         step_size, gamma: the ``step`` schedule's period (epochs) and factor (the tutorial's 20, 0.1).
         seed: seeds the weights, the order of every epoch and the augmentation.
         amp: bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with
-            AVX512-BF16/AMX). Off by default: on an H200 it was not faster for any model of the
-            family (0.87-1.00x of fp32 with TF32 convolutions, docs/performance.md), and on a
+            AVX512-BF16/AMX). Off by default: on an H200 it was faster only for M3 (1.15x) and
+            0.87-1.00x of fp32 with TF32 convolutions for the rest of the family (docs/performance.md), and on a
             CPU without native bf16 it is about 5x slower.
         workers: DataLoader worker processes; None: 0 on a CPU, up to 4 on a GPU. Does not change
             the numbers (tested).
