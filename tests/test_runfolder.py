@@ -230,3 +230,31 @@ def test_a_truncated_checkpoint_is_called_damaged_and_misfitting_weights_name_th
         Classifier.from_checkpoint(wrong)
     with pytest.raises(CheckpointError, match=rf"^{wrong}: its weights do not fit"):
         load_model(ckpt, path=wrong)
+
+
+def test_run_files_without_their_checkpoint_are_never_replaced_unasked(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished run whose checkpoint.pt was deleted still holds its results: a new run into the
+    folder (train or crossval, any settings) is refused, naming the files, until asked to overwrite."""
+    out = tmp_path / "cv"
+    crossval(TrainConfig(**SMALL), tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
+    fold = fold_dir(out, 1)
+    (fold / CHECKPOINT_NAME).unlink()
+    before = _snapshot(fold)
+    with pytest.raises(RunExistsError, match=rf"^{fold}: holds run files \(best\.pt, history\.json, metrics\.json, "
+                                             r"predictions\.csv\) but no checkpoint\.pt.*--out.*--overwrite"):
+        crossval(TrainConfig(**SMALL), tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
+    assert _snapshot(fold) == before
+
+    args = ["train", "--root", str(tiny_root), *FLAGS, "--out", str(fold)]
+    for other in ([], ["--seed", "1"]):  # the same settings or others: refused alike
+        assert cli.main([*args, *other]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {fold}: holds run files (best.pt, history.json, metrics.json, "
+                              "predictions.csv) but no checkpoint.pt")
+        assert "--out" in err and "--overwrite" in err and err.count("\n") == 1
+        assert _snapshot(fold) == before
+    assert cli.main([*args, "--seed", "1", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert load_checkpoint(fold / CHECKPOINT_NAME)["config"]["seed"] == 1
+    assert not (fold / "best.pt").exists()  # the old run's, removed with it

@@ -26,8 +26,8 @@ holds it), then decides, before any training:
   ``crossval`` skips it);
 * an unfinished run of the same settings and dataset: continued when asked (``--resume``;
   ``crossval`` always continues its folds), bit for bit as if never stopped;
-* anything else (other settings, another dataset, an unfinished run not asked to continue):
-  refused, naming the choices (another ``--out``, or ``--overwrite``, which removes the old run's
+* anything else (other settings, another dataset, an unfinished run not asked to continue, run
+  files without the ``checkpoint.pt`` they came from): refused, naming the choices (another ``--out``, or ``--overwrite``, which removes the old run's
   files first). A run is never silently replaced.
 
 Used by notebooks 5-8 (through ``train.fit`` and ``crossval``), ``train``, ``crossval`` and ``predict``.
@@ -329,12 +329,18 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
     """Return what ``run`` holds for a run of ``config`` on ``dataset``, without changing anything.
 
     ``"empty"``, ``"finished"`` (every epoch done, the same settings), ``"resumable"`` (an
-    unfinished run of the same settings) or ``"other settings"``.
+    unfinished run of the same settings), ``"other settings"``, or ``"files without checkpoint"``
+    (some of :data:`RUN_FILES` but no ``checkpoint.pt``: results that can be neither checked nor
+    continued).
 
     Raises:
         RunMismatchError: ``run`` holds a run (finished or not) on another dataset.
     """
     run = Path(run)
+    if not (run / CHECKPOINT_NAME).is_file():
+        # Results without the checkpoint they came from still are a run's results: never taken
+        # for an empty folder, which a new run would fill over them.
+        return "files without checkpoint" if found_run_files(run) else "empty"
     try:  # metrics.json first: a finished run is recognised without loading its weights
         metrics = json.loads((run / METRICS_NAME).read_text())
     except (OSError, ValueError):
@@ -347,8 +353,6 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
                 and (metrics.get("selected") is not None or config.get("val_fold") is None)
                 and not config_differences(metrics.get("config", {}), config)):
             return "finished"
-    if not (run / CHECKPOINT_NAME).exists():
-        return "empty"
     ckpt = load_checkpoint(run / CHECKPOINT_NAME)
     try:
         check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)
@@ -357,6 +361,11 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
     except CheckpointError:
         return "other settings"
     return "resumable" if int(ckpt["epoch"]) < int(config["epochs"]) else "finished"
+
+
+def found_run_files(run: str | Path) -> list[str]:
+    """Return the names of :data:`RUN_FILES` that ``run`` holds."""
+    return [name for name in RUN_FILES if (Path(run) / name).exists()]
 
 
 def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool, overwrite: bool,
@@ -377,6 +386,9 @@ def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resu
             raise ValueError("resume and overwrite exclude each other: continue the run, or replace it")
         return "overwrite"
     status = run_status(run, config, dataset)
+    if status == "files without checkpoint":
+        raise RunExistsError(f"{run}: holds run files ({', '.join(found_run_files(run))}) but no {CHECKPOINT_NAME}, "
+                             f"so they can be neither checked nor continued; they were left as they are. {_CHOICES}.")
     if status in ("empty", "finished"):
         return "new" if status == "empty" else "finished"
     if status == "resumable" and (resume or continue_unfinished):
@@ -397,8 +409,7 @@ def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resu
 def decide(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool,
            overwrite: bool) -> str:
     """Apply :func:`plan` (the caller holds the folder's lock): remove the old run's files to
-    overwrite it, or a ``best.pt`` no run of this folder chose; return ``"new"``, ``"resume"`` or
-    ``"finished"``.
+    overwrite it; return ``"new"``, ``"resume"`` or ``"finished"``.
 
     Raises:
         CheckpointError: ``resume`` with no checkpoint to continue; and as :func:`plan`.
@@ -406,10 +417,11 @@ def decide(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, re
     action = plan(run, config, dataset, resume=resume, overwrite=overwrite)
     if action == "new" and resume:
         raise CheckpointError(f"{run / CHECKPOINT_NAME}: no such checkpoint to resume")
-    if action in ("new", "overwrite"):
-        for name in RUN_FILES if action == "overwrite" else (BEST_NAME,):
+    if action == "overwrite":
+        # checkpoint.pt last: a removal cut short leaves a folder that still reads as the old run
+        for name in sorted(RUN_FILES, key=lambda name: name == CHECKPOINT_NAME):
             (run / name).unlink(missing_ok=True)
-        return "new"
+    return "new" if action == "overwrite" else action
     return action
 
 
