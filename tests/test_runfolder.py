@@ -258,3 +258,52 @@ def test_run_files_without_their_checkpoint_are_never_replaced_unasked(
     capsys.readouterr()
     assert load_checkpoint(fold / CHECKPOINT_NAME)["config"]["seed"] == 1
     assert not (fold / "best.pt").exists()  # the old run's, removed with it
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file's inode and modification time: an atomic rewrite changes both, even to the same bytes."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _results(run: Path) -> tuple[str, str, list[dict]]:
+    """What a finished run reports: metrics.json and predictions.csv as written, history.json without its times."""
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in json.loads((run / HISTORY_NAME).read_text())]
+    return (run / METRICS_NAME).read_text(), (run / "predictions.csv").read_text(), history
+
+
+@pytest.mark.parametrize("val_fold, killed, nth", [
+    (None, METRICS_NAME, 2),  # without validation: between checkpoint.pt and metrics.json of the last epoch
+    (9, METRICS_NAME, 3),  # with validation: in the final save of the selected epoch's results
+    (9, "predictions.csv", 3),
+], ids=["last-epoch-metrics", "selected-metrics", "selected-predictions"])
+def test_a_run_killed_while_writing_its_last_files_is_repaired_and_a_finished_one_left_alone(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        val_fold: int | None, killed: str, nth: int) -> None:
+    import us8k_lib.runfolder as runfolder
+
+    config = TrainConfig(**{**SMALL, "epochs": 2, "val_fold": val_fold})
+    fit(config, tiny_root, tmp_path / "whole", cache_dir=cache_dir, **QUIET)
+    whole = _stamps(tmp_path / "whole")
+    again = fit(config, tiny_root, tmp_path / "whole", cache_dir=cache_dir, **QUIET)
+    assert again.finished_before and _stamps(tmp_path / "whole") == whole  # finished: no file written again
+
+    real, writes = runfolder.write_atomic, []
+
+    def write_atomic(path: Path, *args: object, **kwargs: object) -> None:
+        writes.append(Path(path).name)
+        if writes.count(killed) == nth and Path(path).name == killed:
+            raise KeyboardInterrupt  # the process killed before this file is written
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(runfolder, "write_atomic", write_atomic)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tiny_root, tmp_path / "killed", cache_dir=cache_dir, **QUIET)
+    monkeypatch.setattr(runfolder, "write_atomic", real)
+    assert load_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)["epoch"] == 2
+
+    reopened = fit(config, tiny_root, tmp_path / "killed", cache_dir=cache_dir, **QUIET)
+    assert reopened.finished_before
+    assert _results(tmp_path / "killed") == _results(tmp_path / "whole")  # repaired: the uninterrupted run's
+    repaired = _stamps(tmp_path / "killed")
+    fit(config, tiny_root, tmp_path / "killed", cache_dir=cache_dir, **QUIET)
+    assert _stamps(tmp_path / "killed") == repaired

@@ -666,13 +666,16 @@ def repair_best(out: Path, ckpt: Mapping[str, Any], dataset: DatasetIdentity) ->
 def write_run_files(out: Path, *, config: Any, history: list[dict[str, Any]], test: Any,
                     selected: Any, device: str, amp: bool, skipped: list[tuple[str, str]],
                     dataset: DatasetIdentity, data_path: str) -> None:
-    """Write history.json, metrics.json and predictions.csv (atomically) for the epochs so far.
+    """Write history.json, predictions.csv and metrics.json (atomically) for the epochs so far.
 
     ``test`` is the last epoch's test-fold evaluation, ``selected`` the validation-selected
     epoch's (None without a validation fold, or before the end): predictions.csv holds the
-    reported one's. Used by ``train.fit``.
+    reported one's. metrics.json comes last, so that one naming the checkpoint's epoch (and its
+    selection) vouches for the other two (:func:`run_files_current`). Used by ``train.fit``.
     """
     write_json(out / HISTORY_NAME, history)
+    csv = reported(selected, test).predictions.to_csv(index=False)
+    write_atomic(out / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
     chosen = selected_epoch(history)
     metrics = {
         "model": config.model, "epoch": history[-1]["epoch"], "epochs": config.epochs,
@@ -690,8 +693,24 @@ def write_run_files(out: Path, *, config: Any, history: list[dict[str, Any]], te
         "root": dataset.root, "skipped": [{"file": f, "problem": p} for f, p in skipped], "config": config.to_dict(),
     }
     write_json(out / METRICS_NAME, metrics)
-    csv = reported(selected, test).predictions.to_csv(index=False)
-    write_atomic(out / PREDICTIONS_NAME, lambda f: f.write(csv), mode="w")
+
+
+def run_files_current(run: str | Path, ckpt: Mapping[str, Any]) -> bool:
+    """True when ``run``'s history.json, metrics.json and predictions.csv are those of its finished
+    checkpoint ``ckpt``: the same history, and metrics.json (written last, see
+    :func:`write_run_files`) of its last epoch, with its selected epoch reported. False for a run
+    stopped while writing them, which ``train.fit`` then writes again. Reads, changes nothing."""
+    run = Path(run)
+    try:
+        metrics, history = read_results(run)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(metrics, dict) or not (run / PREDICTIONS_NAME).is_file():
+        return False
+    chosen, last = selected_epoch(ckpt["history"]), ckpt["epoch"]
+    return (history == list(ckpt["history"]) and metrics.get("epoch") == last
+            and (metrics.get("selected") or {}).get("epoch") == chosen
+            and (metrics.get("reported") or {}).get("epoch") == reported(chosen, last))
 
 
 def default_run_dir(command: str, model: str, root: str | Path, test_fold: int | None = None) -> Path:

@@ -55,6 +55,7 @@ from us8k_lib.runfolder import (
     repair_best,
     reported,
     reported_name,
+    run_files_current,
     save_epoch,
     selected_epoch,
     write_run_files,
@@ -295,8 +296,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
                     callback(row)
             evaluation = evaluation or evaluate_on(data.test)  # a finished run: evaluate what it ended with
             selected = _select(parts, best, lambda: evaluate_on(data.test))
-            if selected is not None:
-                save(history, evaluation, selected=selected)
+            _finish(run, save, history, evaluation, selected, verbose)
             if ddp:
                 barrier()  # rank 0 may still be writing the run files the others would read
     return FitResult(model=parts.net.eval(), history=pd.DataFrame(history, columns=_HISTORY_COLUMNS),
@@ -318,14 +318,15 @@ def _check_config(config: TrainConfig | dict[str, Any], world: int) -> TrainConf
 
 def _saver(out: Path | None, parts: Parts, config: TrainConfig, data: RunData, device: str,
            amp: bool) -> Callable[..., None]:
-    """Return what saves the run after an epoch (the checkpoints, then the run files) and once more
-    at the end with the selected epoch's test results; a no-op without a run folder (or off rank 0)."""
+    """Return what saves the run after an epoch (the checkpoints, then the run files) and, with
+    ``epoch_end=False``, the run files alone (at the end, with the selected epoch's test results);
+    a no-op without a run folder (or off rank 0)."""
 
     def save(history: list[dict[str, Any]], evaluation: EvalResult, *, best: dict[str, Any] | None = None,
-             is_best: bool = False, selected: EvalResult | None = None) -> None:
+             is_best: bool = False, selected: EvalResult | None = None, epoch_end: bool = True) -> None:
         if out is None:
             return
-        if selected is None:
+        if epoch_end:
             state = inference_state(parts.net, config, history, history[-1]["epoch"], sr=data.sr,
                                     length=data.length, dataset=data.identity)
             save_epoch(out, {**state, **parts.training_state(), "best": best}, is_best=is_best)
@@ -333,6 +334,23 @@ def _saver(out: Path | None, parts: Parts, config: TrainConfig, data: RunData, d
                         amp=amp, skipped=data.skipped, dataset=data.identity, data_path=data.path.kind)
 
     return save
+
+
+def _finish(run: Any, save: Callable[..., None], history: list[dict[str, Any]], evaluation: EvalResult,
+            selected: EvalResult | None, verbose: bool) -> None:
+    """Write the run files once more at the end: after training, with the selected epoch's test
+    results (with validation); for a run found finished, only to repair files that are not its
+    checkpoint's (a run stopped while writing them). A finished run's files are otherwise left as
+    they are."""
+    if run.action != "finished":
+        if selected is not None:
+            save(history, evaluation, selected=selected, epoch_end=False)
+        return
+    if run.writer and not run_files_current(run.path, run.checkpoint):
+        save(history, evaluation, selected=selected, epoch_end=False)
+        if verbose:
+            print(f"{run.path}: its history, metrics or predictions were not those of its last checkpoint (a run "
+                  "stopped while writing them); rewrote them.")
 
 
 def _seed(seed: int) -> None:
