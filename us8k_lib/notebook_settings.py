@@ -14,8 +14,8 @@ for both, and :func:`choose` decides which set applies:
 
 The choice comes from the notebook's ``SETTINGS`` line, which reads the environment variable
 :data:`ENV` (``US8K_NOTEBOOK_SETTINGS``) so that a test or a shell can set it without editing the
-notebook. Checks whose thresholds were calibrated on the generated mini dataset with the small
-settings (notebook 5's minimum test accuracy, the per-fold minimum of notebooks 7 and 8) run only
+notebook. Checks whose thresholds were calibrated on the default generated mini dataset (what
+``make-mini`` generates without options) with the small settings (notebook 5's minimum test accuracy, the per-fold minimum of notebooks 7 and 8) run only
 there: :attr:`NotebookSettings.calibrated` says whether they apply.
 
 Nothing here imports torch. Used by notebooks 5, 6, 7 and 8.
@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 ENV = "US8K_NOTEBOOK_SETTINGS"
 #: What ``SETTINGS`` may be.
 CHOICES = ("auto", "small", "full", "quick")
+#: The size of mini dataset the accuracy thresholds were calibrated on (``make-mini``'s default).
+DEFAULT_SIZE = "mini"
 
 #: Training rates used for the cost estimate (M5 at full width, batch 128, fp32), from the measured
 #: figures in docs/performance.md: an NVIDIA H200, and a 2-core AMD EPYC CPU (40-58 clips/s).
@@ -51,6 +53,9 @@ class NotebookSettings:
         dataset: which dataset it is (``"the generated mini dataset"``, ``"UrbanSound8K (real
             recordings)"`` ...), as :func:`us8k_lib.paths.describe_dataset` says it.
         generated: the dataset is a generated mini dataset (synthesized sounds).
+        default_mini: it is the default one (``make-mini``'s default size and seed), the dataset
+            the notebooks' accuracy thresholds were calibrated on (a tiny one, or another seed,
+            is not).
         gpu: a GPU was found.
     """
 
@@ -58,13 +63,14 @@ class NotebookSettings:
     why: str
     dataset: str
     generated: bool
+    default_mini: bool
     gpu: bool
 
     @property
     def calibrated(self) -> bool:
         """True where the notebooks' accuracy thresholds were calibrated: the generated mini
         dataset with the small settings. Elsewhere a low accuracy is a finding, not a bug."""
-        return self.generated and self.name == "small"
+        return self.default_mini and self.name == "small"
 
     @property
     def shows_progress(self) -> bool:
@@ -93,7 +99,7 @@ class NotebookSettings:
             if not condition:  # not an assert statement: `python -O` would skip it
                 raise AssertionError(message)
             return f"checked {what}: yes"
-        return (f"not checked {what}: the threshold was calibrated on the generated mini dataset with the small "
+        return (f"not checked {what}: the threshold was calibrated on the default generated mini dataset with the small "
                 f"settings; on this data ({self.dataset}) with the {self.name} settings, a low number is a result, "
                 "not a bug")
 
@@ -119,7 +125,8 @@ def choose(requested: str, root: str | Path, *, gpu: bool) -> NotebookSettings:
     Raises:
         ValueError: naming :data:`ENV` and the choices, if ``requested`` is not one of them.
     """
-    from us8k_lib.paths import describe_dataset, is_mini, is_sample
+    from us8k_lib.layout import read_marker
+    from us8k_lib.paths import MINI_SEED, describe_dataset, is_mini, is_sample
 
     requested = str(requested).strip().lower()
     if requested not in CHOICES:
@@ -135,7 +142,10 @@ def choose(requested: str, root: str | Path, *, gpu: bool) -> NotebookSettings:
     else:
         name, why = "small", (f"{dataset}, but no GPU: the full recipe would take hours here, so the small "
                               "sizes show the method; SETTINGS = 'full' runs the recipe")
-    return NotebookSettings(name=name, why=why, dataset=dataset, generated=generated, gpu=gpu)
+    marker = read_marker(root) or {}
+    default_mini = generated and marker.get("size") == DEFAULT_SIZE and marker.get("seed") == str(MINI_SEED)
+    return NotebookSettings(name=name, why=why, dataset=dataset, generated=generated, default_mini=default_mini,
+                            gpu=gpu)
 
 
 def _duration(seconds: float) -> str:
