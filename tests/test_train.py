@@ -381,3 +381,56 @@ def test_fit_stays_a_loop_a_reader_follows() -> None:
     from us8k_lib import train
 
     assert len(inspect.getsource(train.fit).splitlines()) <= 70
+
+
+def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_dataset(
+        tiny_root: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume without --test-fold continues the run's own test fold (3 here, a crossval fold's 1
+    with validation fold 10), and the command printed on Ctrl-C continues the run as it is."""
+    import shlex
+
+    import us8k_lib.train_command as train_command
+    from us8k_lib.crossval import crossval, fold_dir
+
+    out = tmp_path / "run"
+    args = ["train", "--root", str(tiny_root), "--epochs", "2", "--batch-size", "16", "--width", "8",
+            "--test-fold", "3", "--out", str(out)]
+
+    def stopped_after_epoch_1(*a: object, **kw: object) -> object:
+        return fit(*a, **kw, callback=lambda row: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    monkeypatch.setattr(train_command, "fit", stopped_after_epoch_1)
+    assert cli.main(args) == 130
+    hint = capsys.readouterr().err.splitlines()[-2]
+    monkeypatch.setattr(train_command, "fit", fit)
+    prefix = "Stopped; the last finished epoch is saved. Continue with: python -m us8k_lib "
+    assert hint.startswith(prefix)
+    again = shlex.split(hint.removeprefix(prefix))
+    assert again == ["train", "--root", str(tiny_root), "--test-fold", "3", "--out", str(out), "--resume"]
+
+    # The repro: resumed without --test-fold, it used to be refused as test_fold=10 (saved: 3).
+    assert cli.main(["train", "--root", str(tiny_root), "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert f"Resuming {out} after epoch 1/2." in printed and LAST_LINE.match(printed.splitlines()[-1]).group(2) == "3"
+    assert cli.main(again) == 0
+    assert "holds this run, finished" in capsys.readouterr().out
+
+    # A crossval fold folder (test fold 1, validation fold 10) continues as it is, rather than a traceback.
+    cv = tmp_path / "cv"
+    crossval(TrainConfig(epochs=1, **SMALL), tiny_root, folds=[1], out=cv, cache_dir=data_dir / "cache",
+             progress=False, verbose=False)
+    resume = ["train", "--root", str(tiny_root), "--out", str(fold_dir(cv, 1)), "--resume"]
+    assert cli.main(resume) == 0
+    captured = capsys.readouterr()
+    assert "holds this run, finished" in captured.out
+    assert captured.out.splitlines()[-1].startswith("test accuracy: ") and "(fold 1, " in captured.out.splitlines()[-1]
+    # Flags that do not fit the checkpoint's folds: one line, the folds named, no --overwrite beside --resume.
+    assert cli.main([*resume, "--val-fold", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume continues the checkpoint's settings (test fold 1, validation fold 10, ")
+    assert "val_fold 2 is also a training fold" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert cli.main([*resume, "--seed", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume with a different config: seed=7 (saved: 3)" in err
+    assert "--overwrite in place of --resume" in err and "or --overwrite (overwrite=True)" not in err

@@ -75,7 +75,9 @@ def _train_usage(args: argparse.Namespace) -> str | None:
     """Return what is wrong with the combination of ``train``'s flags, or None."""
     if args.resume and getattr(args, "overwrite", False):
         return "argument --overwrite: not allowed with --resume (continue the run in --out, or replace it: one of the two)"
-    if args.val_fold is not None and args.val_fold == args.test_fold:
+    # Without --test-fold a new run tests fold 10; a resumed one its checkpoint's (checked when read).
+    test_fold = args.test_fold if args.test_fold is not None or args.resume else 10
+    if args.val_fold is not None and args.val_fold == test_fold:
         return (f"argument --val-fold: fold {args.val_fold} is also the test fold (--test-fold); the test fold "
                 "must not choose anything: pick another validation fold")
     return None
@@ -103,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on all folds but one and test on that one")
     p.add_argument("--root", default=None, help=root_help)
-    p.add_argument("--test-fold", type=flags.fold, default=10, help="held-out fold (default 10)")
+    p.add_argument("--test-fold", type=flags.fold, default=None,
+                   help="held-out fold (default 10; with --resume, the checkpoint's)")
     p.add_argument("--val-fold", type=flags.fold, default=None,
                    help="fold held out of training to select the epoch (default: none, report the last epoch)")
     p.add_argument("--out", type=flags.folder, default=None,

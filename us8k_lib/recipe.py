@@ -27,6 +27,7 @@ from typing import Any
 
 from us8k_lib import flags
 from us8k_lib.augment_settings import AUGMENT_FIELDS, add_augment_arguments, augment_overrides, validate_augment_fields
+from us8k_lib.errors import SettingsError
 
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
 OPTIMIZERS = ("adamw", "adam")
@@ -326,13 +327,32 @@ def config_from_args(args: argparse.Namespace, root: str | Path, *, base: TrainC
     With ``base`` (a resumed run's checkpoint config) the preset is not used: the flags must
     match it, and everything else continues as it was. ``fixed`` fields (e.g. ``test_fold``) are
     set as flags. ``note`` says which preset was used and why, for the run's log.
+
+    Raises:
+        SettingsError: the flags do not fit together, or (``base``) do not fit the checkpoint's
+            settings (e.g. ``--val-fold`` one of its training folds): one line naming them.
     """
     flags = {**flag_values(args), **fixed}
     if base is not None:
         sources = {**{f: "checkpoint" for f in base.to_dict()}, **{f: "flag" for f in flags}}
-        return dataclasses.replace(base, **flags), sources, "resumed: the checkpoint's recipe"
+        try:
+            return dataclasses.replace(base, **flags), sources, "resumed: the checkpoint's recipe"
+        except ValueError as exc:
+            raise SettingsError(
+                f"--resume continues the checkpoint's settings (test fold {base.test_fold}, validation fold "
+                f"{base.val_fold}, training folds {list(base.folds_to_train)}), and the flags given do not fit them: "
+                f"{_problems(exc)}. Leave those flags out to continue the run as it was, or start a new run in "
+                "another --out") from None
     preset, why = (args.preset, "as asked") if args.preset != "auto" else auto_preset(root)
     values = {**PRESETS[preset], **flags}
     sources = {**{f: f"preset {preset}" for f in PRESETS[preset]}, **{f: "flag" for f in flags}}
     note = f"preset {preset} ({why})" + ("" if preset == "mini" else "; --preset mini for small datasets")
-    return TrainConfig(**values), sources, note
+    try:
+        return TrainConfig(**values), sources, note
+    except ValueError as exc:
+        raise SettingsError(f"the flags given do not fit together: {_problems(exc)}") from None
+
+
+def _problems(exc: ValueError) -> str:
+    """TrainConfig's list of problems, without its ``invalid TrainConfig:`` lead."""
+    return str(exc).removeprefix("invalid TrainConfig: ")

@@ -297,17 +297,26 @@ def config_differences(saved: Mapping[str, Any], config: Mapping[str, Any]) -> l
 # Opening a folder: new, continue, finished, or refused
 
 _CHOICES = "Pass another --out (out=...), or --overwrite (overwrite=True) to replace it"
+#: The same choices for a run asked to resume: the command line refuses --overwrite beside --resume.
+_RESUME_CHOICES = ("Pass another --out (out=...) for a new run, or replace it: --overwrite in place of --resume "
+                   "(overwrite=True, resume=False)")
 
 
-def _mismatch(path: Path, saved: DatasetIdentity, dataset: DatasetIdentity) -> RunMismatchError:
+def _choices(resume: bool) -> str:
+    return _RESUME_CHOICES if resume else _CHOICES
+
+
+def _mismatch(path: Path, saved: DatasetIdentity, dataset: DatasetIdentity, resume: bool = False) -> RunMismatchError:
+    how = "To continue it, pass the dataset it was trained on (--root). " if resume else ""
     return RunMismatchError(
         f"{path}: holds a run on another dataset ({', '.join(saved.differences(dataset))} differ): "
-        f"it was trained on {saved.describe()}; this run uses {dataset.describe()}. {_CHOICES}.")
+        f"it was trained on {saved.describe()}; this run uses {dataset.describe()}. {how}{_choices(resume)}.")
 
 
 def check_resumable(path: str | Path, saved: Mapping[str, Any], config: Mapping[str, Any],
-                    dataset: DatasetIdentity) -> None:
+                    dataset: DatasetIdentity, *, resume: bool = True) -> None:
     """Raise unless the checkpoint ``saved`` (from ``path``) can be continued with ``config`` on ``dataset``.
+    ``resume``: the run was asked to continue it (the message then names the choices open to such a run).
 
     Raises:
         RunMismatchError: the checkpoint is of another dataset (both are named).
@@ -316,17 +325,19 @@ def check_resumable(path: str | Path, saved: Mapping[str, Any], config: Mapping[
     path = Path(path)
     recorded = saved.get("dataset")
     if recorded is None:
-        raise CheckpointError(f"{path}: records no dataset, so it cannot be continued safely. {_CHOICES}.")
+        raise CheckpointError(f"{path}: records no dataset, so it cannot be continued safely. {_choices(resume)}.")
     saved_dataset = DatasetIdentity.from_dict(recorded)
     if saved_dataset.differences(dataset):
-        raise _mismatch(path.parent, saved_dataset, dataset)
+        raise _mismatch(path.parent, saved_dataset, dataset, resume)
     diff = config_differences(saved["config"], config)
     if diff:
-        raise RunExistsError(f"{path}: cannot resume with a different config: {', '.join(diff)}. {_CHOICES}.")
+        raise RunExistsError(f"{path}: cannot resume with a different config: {', '.join(diff)}. To continue it, "
+                             f"leave out the settings that differ (its own are used). {_choices(resume)}.")
 
 
-def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdentity) -> str:
-    """Return what ``run`` holds for a run of ``config`` on ``dataset``, without changing anything.
+def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resume: bool = False) -> str:
+    """Return what ``run`` holds for a run of ``config`` on ``dataset``, without changing anything
+    (``resume``: the run was asked to continue, for the wording of an error).
 
     ``"empty"``, ``"finished"`` (every epoch done, the same settings), ``"resumable"`` (an
     unfinished run of the same settings), ``"other settings"``, or ``"files without checkpoint"``
@@ -348,14 +359,14 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
     if isinstance(metrics, dict) and isinstance(metrics.get("dataset"), dict):
         saved = DatasetIdentity.from_dict(metrics["dataset"])
         if saved.differences(dataset):
-            raise _mismatch(run, saved, dataset)
+            raise _mismatch(run, saved, dataset, resume)
         if (metrics.get("epoch") == config.get("epochs") and "reported" in metrics
                 and (metrics.get("selected") is not None or config.get("val_fold") is None)
                 and not config_differences(metrics.get("config", {}), config)):
             return "finished"
     ckpt = load_checkpoint(run / CHECKPOINT_NAME)
     try:
-        check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)
+        check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset, resume=resume)
     except RunMismatchError:
         raise
     except CheckpointError:
@@ -385,10 +396,11 @@ def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resu
         if resume:
             raise ValueError("resume and overwrite exclude each other: continue the run, or replace it")
         return "overwrite"
-    status = run_status(run, config, dataset)
+    status = run_status(run, config, dataset, resume=resume)
     if status == "files without checkpoint":
         raise RunExistsError(f"{run}: holds run files ({', '.join(found_run_files(run))}) but no {CHECKPOINT_NAME}, "
-                             f"so they can be neither checked nor continued; they were left as they are. {_CHOICES}.")
+                             f"so they can be neither checked nor continued; they were left as they are. "
+                             f"{_choices(resume)}.")
     if status in ("empty", "finished"):
         return "new" if status == "empty" else "finished"
     if status == "resumable" and (resume or continue_unfinished):
@@ -402,7 +414,7 @@ def plan(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, resu
         state = "finished" if ckpt["epoch"] == ckpt["config"].get("epochs") else "unfinished"
         raise RunExistsError(f"{run}: holds a {state} run with other settings ({', '.join(diff)}); it was left as "
                              f"it is. {_CHOICES}.")
-    check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset)  # raises, naming the differences
+    check_resumable(run / CHECKPOINT_NAME, ckpt, config, dataset, resume=resume)  # raises, naming the differences
     raise AssertionError("run_status and check_resumable disagree")  # pragma: no cover
 
 

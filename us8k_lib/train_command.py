@@ -9,6 +9,7 @@ Used by :mod:`us8k_lib.cli`.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -30,9 +31,12 @@ def train_command(args: argparse.Namespace) -> int:
 
     root, where = choose_root(args.root)
     model_name = parse_model_name(flag_values(args).get("model", "m5"))
-    out = Path(args.out) if args.out else default_run_dir("train", model_name, root, args.test_fold)
+    # --test-fold left out: fold 10 for a new run, the checkpoint's for --resume (a run of another
+    # test fold, such as a crossval fold folder, continues as it was)
+    fixed = {} if args.test_fold is None else {"test_fold": args.test_fold}
+    out = Path(args.out) if args.out else default_run_dir("train", model_name, root, args.test_fold or 10)
     base = TrainConfig.from_dict(saved_config(out)) if args.resume else None
-    config, sources, note = config_from_args(args, root, base=base, test_fold=args.test_fold)
+    config, sources, note = config_from_args(args, root, base=base, **fixed)
     placement = place(config.device, config.amp)  # decided once: the process group and fit use it
     with process_group(placement.device) as distributed:
         main = is_main()
@@ -45,13 +49,20 @@ def train_command(args: argparse.Namespace) -> int:
                          placement=placement)
         except KeyboardInterrupt:
             if main and has_checkpoint(out):
-                launcher = "torchrun ... -m us8k_lib" if distributed else "python -m us8k_lib"
-                print(f"Stopped; the last finished epoch is saved. Continue with: {launcher} train "
-                      f"--out {out} --resume", file=sys.stderr)
+                again = _resume_line(root, out, config, distributed)
+                print(f"Stopped; the last finished epoch is saved. Continue with: {again}", file=sys.stderr)
             raise
     if main:
         _report(result, out)
     return 0
+
+
+def _resume_line(root: Path, out: Path, config: TrainConfig, distributed: bool) -> str:
+    """The command that continues a stopped run: its dataset named, since the default one may be
+    another (and a resume on another dataset is refused)."""
+    launcher = ["torchrun", "...", "-m", "us8k_lib"] if distributed else ["python", "-m", "us8k_lib"]
+    fold = [] if config.test_fold == 10 else ["--test-fold", str(config.test_fold)]
+    return shlex.join([*launcher, "train", "--root", str(root), *fold, "--out", str(out), "--resume"])
 
 
 def _report(result: FitResult, out: Path) -> None:
