@@ -307,3 +307,25 @@ def test_a_run_killed_while_writing_its_last_files_is_repaired_and_a_finished_on
     repaired = _stamps(tmp_path / "killed")
     fit(config, tiny_root, tmp_path / "killed", cache_dir=cache_dir, **QUIET)
     assert _stamps(tmp_path / "killed") == repaired
+
+
+def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path: Path) -> None:
+    """A full disk (here a file size limit: EFBIG, as ENOSPC is raised) makes the write itself fail,
+    an OSError without a file name: the command line reports it as one line naming the file, and
+    no temporary stays behind, for a checkpoint and a JSON file alike."""
+    code = (
+        "import resource, signal, sys\nfrom pathlib import Path\nimport torch\n"
+        "from us8k_lib import cli\nfrom us8k_lib.runfolder import save_checkpoint, write_json\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "out = Path(sys.argv[1])\n"
+        "def work(args):\n"
+        "    if sys.argv[2] == 'checkpoint':\n"
+        "        save_checkpoint(out / 'checkpoint.pt', {'model': torch.zeros(100_000)})\n"
+        "    write_json(out / 'metrics.json', list(range(10_000)))\n"
+        "cli._validate = work\nsys.exit(cli.main(['validate']))\n")
+    for what, name in (("checkpoint", CHECKPOINT_NAME), ("json", METRICS_NAME)):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path), what], capture_output=True, text=True,
+                              timeout=120)
+        assert (done.returncode, done.stderr) == (1, f"error: {tmp_path / name}: File too large\n")
+        assert list(tmp_path.iterdir()) == []

@@ -84,6 +84,11 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
 
     A crash at any point leaves either the old file or the new one, never a partial file; a
     temporary left by a killed process is removed by :func:`sweep_temporaries`.
+
+    Raises:
+        OSError: naming ``path``, when it cannot be written (a full disk, a file size limit, no
+            permission): the error of a ``write`` names no file, and the temporary's name is not the
+            one to report.
     """
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
     try:
@@ -92,6 +97,8 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -104,10 +111,23 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Save a checkpoint dict atomically. Used by training runs and their tests."""
+    """Save a checkpoint dict atomically. Used by training runs and their tests.
+
+    Raises:
+        OSError: naming ``path``, when it cannot be written (see :func:`write_atomic`).
+    """
+    import io
+
     import torch
 
-    write_atomic(Path(path), lambda f: torch.save(state, f))
+    def write(f: Any) -> None:
+        # Serialized in memory first: torch.save turns a failed write to a file (a full disk) into a
+        # RuntimeError about zip offsets, and the OSError naming the cause would be lost.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        f.write(buffer.getbuffer())
+
+    write_atomic(Path(path), write)
 
 
 def sweep_temporaries(folder: Path) -> list[Path]:
