@@ -329,3 +329,27 @@ def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path: Path) -> N
                               timeout=120)
         assert (done.returncode, done.stderr) == (1, f"error: {tmp_path / name}: File too large\n")
         assert list(tmp_path.iterdir()) == []
+
+
+def test_the_windows_lock_names_its_holder_in_a_one_line_file(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows locks a byte range from the file position (msvcrt.locking), which the lock moves far
+    out: the holder's line must still be written at the start. A fake msvcrt on flock (which, like
+    Windows, refuses a second lock from the same process) stands in for the real one."""
+    import fcntl
+    import types
+
+    import us8k_lib.runfolder as runfolder
+
+    def locking(fd: int, mode: int, nbytes: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN if mode == msvcrt.LK_UNLCK else fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    msvcrt = types.SimpleNamespace(LK_NBLCK=2, LK_UNLCK=0, locking=locking)
+    monkeypatch.setitem(sys.modules, "msvcrt", msvcrt)
+    monkeypatch.setattr(runfolder, "sys", types.SimpleNamespace(platform="win32"))
+    holder = f"process {os.getpid()} on {socket.gethostname()}"
+    with RunLock(tmp_path) as lock:
+        assert lock.path.read_bytes() == f"{holder}\n".encode()
+        with pytest.raises(RunInUseError, match=rf"in use by another run \({holder}\)"):
+            RunLock(tmp_path).acquire()
+    assert not lock.path.exists()

@@ -163,7 +163,8 @@ class RunLock:
         self._made_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_BINARY on Windows: the holder's line is written as bytes, never as translated text
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
             try:
                 _lock(fd)
             except OSError:
@@ -178,6 +179,7 @@ class RunLock:
                 pass
             _unlock(fd)
             os.close(fd)
+        os.lseek(fd, 0, os.SEEK_SET)  # Windows locked a byte far out, leaving the file position there
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
         os.fsync(fd)
