@@ -434,3 +434,22 @@ def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_data
     err = capsys.readouterr().err
     assert "cannot resume with a different config: seed=7 (saved: 3)" in err
     assert "--overwrite in place of --resume" in err and "or --overwrite (overwrite=True)" not in err
+
+
+def test_a_diverging_run_stops_naming_the_epoch_before_saving_it(tiny_root: Path, data_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A learning rate far too high makes the loss NaN: one error line naming the epoch and --lr,
+    and no checkpoint of NaN weights (nor a JSON error about NaN) left behind."""
+    from us8k_lib.errors import US8KError
+
+    with pytest.raises(US8KError, match=r"^epoch 1: the training loss is (nan|inf).*lower learning rate than "
+                                        r"1e\+20 \(--lr"):
+        fit(TrainConfig(epochs=2, **{**SMALL, "lr": 1e20}, scheduler="constant"), tiny_root, tmp_path / "fit",
+            cache_dir=data_dir / "cache", progress=False, verbose=False)
+    assert not (tmp_path / "fit").exists()  # nothing written, so the folder the run made is gone again
+    out = tmp_path / "run"
+    code = cli.main(["train", "--root", str(tiny_root), "--epochs", "1", "--batch-size", "16", "--width", "8",
+                     "--lr", "1e20", "--scheduler", "constant", "--out", str(out)])
+    err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar, which clears its line
+    assert code == 1 and err.startswith("error: epoch 1: the training loss is ") and err.count("\n") == 1, err
+    assert not out.exists()

@@ -23,6 +23,7 @@ Used by notebooks 5-8 (directly and through ``crossval``) and by ``python -m us8
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from functools import partial
@@ -45,7 +46,7 @@ from us8k_lib.distributed import is_active as dist_is_active
 from us8k_lib.distributed import is_main as dist_is_main
 from us8k_lib.distributed import rank as dist_rank
 from us8k_lib.distributed import world_size as dist_world_size
-from us8k_lib.errors import SettingsError
+from us8k_lib.errors import SettingsError, US8KError
 from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.recipe import TrainConfig, recipe_line
 from us8k_lib.runfolder import (
@@ -205,6 +206,10 @@ def _run_epoch(epoch: int, config: TrainConfig, parts: Parts, data: RunData,
         parts.model, parts.batches, parts.optimizer, parts.scheduler if parts.per_batch else None,
         device=device, amp=amp, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
         augment=parts.augmenter, distributed=ddp)
+    if not math.isfinite(train_loss):  # before anything of this epoch is saved: NaN weights help nobody
+        raise US8KError(f"epoch {epoch}: the training loss is {train_loss} (the run diverged); nothing of this "
+                        f"epoch was saved. Train with a lower learning rate than {config.lr:g} (--lr; lr= in "
+                        f"Python), e.g. {config.lr / 10:g}")
     if not parts.per_batch:
         parts.scheduler.step()  # after the epoch's optimizer steps (the tutorial did it before)
     if ddp:
