@@ -258,3 +258,32 @@ def test_the_comparison_is_paired_and_its_verdict_says_no_more_than_the_numbers(
     assert "one number, not a result" in comparison_verdict([_result("m5", [0.8], [1]), _result("logmel", [0.9], [1])])
     with pytest.raises(ValueError, match="at least two"):
         comparison_table([a])
+
+
+def test_a_side_by_side_job_that_fails_says_so_in_one_line(tiny_root: Path, cache_dir: Path, tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """jobs=2 with one fold's folder in use by another run: that job prints one ``error: [fold N]``
+    line (no multiprocessing traceback), the other fold trains, and the command says a job failed."""
+    import subprocess
+    import sys
+
+    from us8k_lib.errors import US8KError
+
+    out = tmp_path / "cv"
+    code = ("import sys, time\nfrom us8k_lib.runfolder import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+            "print('locked', flush=True)\ntime.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(fold_dir(out, 2))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(US8KError, match=r"side-by-side fold job\(s\) failed: us8k-fold-job-1 \(exit code 1\)"):
+            crossval(TrainConfig(**{**SMALL, "epochs": 1}), tiny_root, folds=[1, 2], out=out, cache_dir=cache_dir,
+                     progress=False, verbose=False, jobs=2)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "error" in line] == [
+        f"error: [fold 2] {fold_dir(out, 2)}: in use by another run (process {holder.pid} on "
+        f"{__import__('socket').gethostname()}); wait for it to finish, or pass another --out"]
+    assert (fold_dir(out, 1) / METRICS_NAME).exists()

@@ -320,7 +320,12 @@ class _Prefixed:
 
 
 def _job(tasks: list[tuple[TrainConfig, Path, str]], source: DataSource, kwargs: dict[str, Any], threads: int) -> None:
-    """One side-by-side job (a process of its own): train its folds one after the other."""
+    """One side-by-side job (a process of its own): train its folds one after the other.
+
+    An expected failure (a fold folder in use, a file that cannot be written, Ctrl-C) ends the job
+    with one ``error: [fold N] ...`` line on stderr and a non-zero exit code, as the command line
+    words it, instead of multiprocessing's traceback; the parent then reports the failed job.
+    """
     import sys
 
     import torch
@@ -331,6 +336,17 @@ def _job(tasks: list[tuple[TrainConfig, Path, str]], source: DataSource, kwargs:
         sys.stdout = _Prefixed(stdout, f"[fold {fold_config.test_fold}] ")
         try:
             _run_fold(fold_config, source, run, action, progress=False, **kwargs)
+        except KeyboardInterrupt:
+            print(f"error: [fold {fold_config.test_fold}] interrupted", file=sys.stderr)
+            sys.exit(130)
+        except US8KError as exc:
+            print(f"error: [fold {fold_config.test_fold}] {exc}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.filename is None:
+                raise  # not about a file: a bug, its traceback kept (as us8k_lib.cli does)
+            print(f"error: [fold {fold_config.test_fold}] {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            sys.exit(1)
         finally:
             sys.stdout.flush()
             sys.stdout = stdout
