@@ -215,3 +215,15 @@ def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytes
     monkeypatch.setattr(cli, "_validate", bug)
     with pytest.raises(OSError, match="no file involved"):
         cli.main(["validate"])
+
+
+def test_a_folder_or_file_flag_with_a_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out=~/x`` reaches the program unexpanded (no shell expands ~ after =): it is checked and
+    used as the home folder's x, not as ./~/x."""
+    from us8k_lib.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args(["train", "--out=~/runs/x"]).out == str(tmp_path / "runs" / "x")
+    assert build_parser().parse_args(["validate", "--json=~/report.json"]).json == str(tmp_path / "report.json")
+    assert build_parser().parse_args(["train", "--out", "runs/x"]).out == "runs/x"

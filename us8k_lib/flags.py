@@ -126,25 +126,27 @@ def _file_in_the_way(path: Path) -> Path | None:
 
 def folder(text: str) -> str:
     """argparse type of a folder to create or reuse (``--out``, ``make-mini --root``): refuses a path
-    that is an existing file, or that lies under one."""
+    that is an existing file, or that lies under one. Returns it with ``~`` expanded (as checked):
+    a shell leaves ``--out=~/x`` unexpanded, and ``./~/x`` is not what was meant."""
     path = Path(text).expanduser()
     blocker = _file_in_the_way(path)
     if blocker == path:
         raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder")
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text}: is inside {blocker}, which is a file")
-    return text
+    return str(path)
 
 
 def output_file(text: str) -> str:
-    """argparse type of a file to write (``--json``): refuses a folder, or a path under a file."""
+    """argparse type of a file to write (``--json``): refuses a folder, or a path under a file.
+    Returns it with ``~`` expanded, as :func:`folder` does."""
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name, e.g. {Path(text) / 'report.json'}")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text}: is inside {blocker}, which is a file")
-    return text
+    return str(path)
 
 
 def mini_size(text: str) -> str:
