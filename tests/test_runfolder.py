@@ -353,3 +353,18 @@ def test_the_windows_lock_names_its_holder_in_a_one_line_file(tmp_path: Path,
         with pytest.raises(RunInUseError, match=rf"in use by another run \({holder}\)"):
             RunLock(tmp_path).acquire()
     assert not lock.path.exists()
+
+
+def test_a_metrics_file_with_an_incomplete_dataset_record_is_named_not_a_traceback(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    fit(TrainConfig(**SMALL), tiny_root, out, cache_dir=cache_dir, **QUIET)
+    metrics = json.loads((out / METRICS_NAME).read_text())
+    del metrics["dataset"]["cache_key"]  # as an older or foreign metrics.json has it
+    (out / METRICS_NAME).write_text(json.dumps(metrics))
+    before = _snapshot(out)
+    assert cli.main(["train", "--root", str(tiny_root), *FLAGS, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / METRICS_NAME}: damaged, or not written by this version of train: its "
+                          "dataset record lacks cache_key") and err.count("\n") == 1
+    assert "--out" in err and "--overwrite" in err and _snapshot(out) == before

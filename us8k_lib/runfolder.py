@@ -285,9 +285,19 @@ class DatasetIdentity:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DatasetIdentity:
-        """Rebuild an identity saved by :meth:`to_dict`."""
-        return cls(**{k: d[k] for k in ("name", "root", "n_clips", "metadata_sha256", "cache_key")})
+    def from_dict(cls, d: Mapping[str, Any], where: str | Path = "run file") -> DatasetIdentity:
+        """Rebuild an identity saved by :meth:`to_dict` into ``where`` (the file, named in errors).
+
+        Raises:
+            CheckpointError: naming ``where``, when ``d`` lacks a field (an older or foreign file).
+        """
+        names = ("name", "root", "n_clips", "metadata_sha256", "cache_key")
+        missing = [k for k in names if k not in d] if isinstance(d, Mapping) else list(names)
+        if missing:
+            raise CheckpointError(f"{where}: damaged, or not written by this version of train: its dataset record "
+                                  f"lacks {', '.join(missing)}, so the run it belongs to cannot be checked. "
+                                  f"{_CHOICES} (or move the file away)")
+        return cls(**{k: d[k] for k in names})
 
 
 def metadata_hash(rows: pd.DataFrame) -> str:
@@ -348,7 +358,7 @@ def check_resumable(path: str | Path, saved: Mapping[str, Any], config: Mapping[
     recorded = saved.get("dataset")
     if recorded is None:
         raise CheckpointError(f"{path}: records no dataset, so it cannot be continued safely. {_choices(resume)}.")
-    saved_dataset = DatasetIdentity.from_dict(recorded)
+    saved_dataset = DatasetIdentity.from_dict(recorded, path)
     if saved_dataset.differences(dataset):
         raise _mismatch(path.parent, saved_dataset, dataset, resume)
     diff = config_differences(saved["config"], config)
@@ -379,7 +389,7 @@ def run_status(run: str | Path, config: Mapping[str, Any], dataset: DatasetIdent
     except (OSError, ValueError):
         metrics = None
     if isinstance(metrics, dict) and isinstance(metrics.get("dataset"), dict):
-        saved = DatasetIdentity.from_dict(metrics["dataset"])
+        saved = DatasetIdentity.from_dict(metrics["dataset"], run / METRICS_NAME)
         if saved.differences(dataset):
             raise _mismatch(run, saved, dataset, resume)
         if (metrics.get("epoch") == config.get("epochs") and "reported" in metrics
@@ -593,7 +603,7 @@ def load_best(out: str | Path, history: Sequence[Mapping[str, Any]], dataset: Da
         raise CheckpointError(f"{path}: its validation accuracy {record.get('val_acc')} is not the history's "
                               f"{history[chosen - 1]['val_acc']} for epoch {chosen} (start the run over)")
     recorded = best.get("dataset")
-    if recorded is None or DatasetIdentity.from_dict(recorded).differences(dataset):
+    if recorded is None or DatasetIdentity.from_dict(recorded, path).differences(dataset):
         raise CheckpointError(f"{path}: is not of this run's dataset ({dataset.describe()}); start the run over")
     return best
 
