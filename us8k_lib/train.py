@@ -73,7 +73,7 @@ class FitResult:
     Attributes:
         model: the trained model (eval mode), after the last epoch.
         history: one row per epoch: ``epoch``, ``lr`` (at the epoch's start), ``train_loss``,
-            ``train_acc``, ``val_loss``, ``val_acc`` (NaN without a validation fold),
+            ``train_acc``, ``val_loss``, ``val_acc`` (None without a validation fold),
             ``test_loss``, ``test_acc``, ``seconds``.
         evaluation: the last epoch's test-fold :class:`EvalResult`.
         selected: the test-fold :class:`EvalResult` of the epoch with the best validation
