@@ -27,8 +27,9 @@ holds it), then decides, before any training:
 * an unfinished run of the same settings and dataset: continued when asked (``--resume``;
   ``crossval`` always continues its folds), bit for bit as if never stopped;
 * anything else (other settings, another dataset, an unfinished run not asked to continue, run
-  files without the ``checkpoint.pt`` they came from): refused, naming the choices (another ``--out``, or ``--overwrite``, which removes the old run's
-  files first). A run is never silently replaced.
+  files without the ``checkpoint.pt`` they came from): refused, naming the choices (another
+  ``--out``, or ``--overwrite``, which removes the old run's files first). A run is never
+  silently replaced.
 
 Used by notebooks 5-8 (through ``train.fit`` and ``crossval``), ``train``, ``crossval`` and ``predict``.
 """
