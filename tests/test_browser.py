@@ -66,6 +66,7 @@ CHROMIUM_ARGS = [
 SERVER_START_S = 60
 PAGE_READY_S = 60
 PAGE_STATUS_S = 20  # the toolbar follows the server's kernel status within a second or two
+FIRST_CELL_S = 45  # from Run All to the kernel busy on the first cell (seconds when all is well)
 RUN_ALL_S = 100
 WIDGET_UPDATE_S = 30
 AUDIO_S = 15
@@ -530,24 +531,61 @@ def _wait_page_kernel_idle(page: Page, server: LabServer) -> None:
         _wait_for(lambda: _page_kernel_idle(page), PAGE_STATUS_S, "the toolbar's kernel status", interval=0.5)
 
 
+def _run_all(page: Page) -> None:
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+
+
+def _server_kernel_state(server: LabServer) -> str:
+    """The execution state the server reports for the notebook's kernel (GET /api/sessions)."""
+    try:
+        sessions = _api(f"{server.url}/api/sessions", server.token)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        return f"(no answer: {exc})"
+    states = [(s.get("kernel") or {}).get("execution_state", "?") for s in sessions
+              if s.get("path", "").endswith(server.notebook.name)]
+    return states[0] if states else "(no session)"
+
+
+def _run_started(page: Page, server: LabServer, within: float) -> bool:
+    """True once Run All reached the kernel (a cell has an execution count, or the server reports
+    the kernel busy), waiting up to ``within`` seconds."""
+
+    def started() -> bool:
+        cells = page.evaluate(_CELLS_JS)
+        return any(re.fullmatch(r"\[\d+\]:", c["prompt"]) for c in cells) or _server_kernel_state(server) == "busy"
+
+    try:
+        _wait_for(started, within, "Run All to reach the kernel", interval=0.5)
+    except AssertionError:
+        return False
+    return True
+
+
 def _open_and_run_all(steps: Steps, server: LabServer) -> None:
     """Open the served notebook, wait for its kernel, run every cell and wait until all have run."""
     page = steps.page
     nb_name = server.notebook.name
 
+    url = f"{server.url}/lab/tree/{nb_name}?token={server.token}"
+
+    def reload(why: str) -> None:
+        # JupyterLab's page can miss the kernel's first messages: its toolbar then shows the kernel
+        # "unknown" or "connecting" for good, or it holds the cells' execute requests while the
+        # server reports the kernel idle and the page connected. A learner reloads the page. Do
+        # that once, say so, and fail if it recurs.
+        print(f"[browser] {why}; reloading the page once")
+        page.once("dialog", lambda dialog: dialog.accept())  # "leave the page?" if it asks
+        page.goto(url, timeout=PAGE_READY_S * 1000)
+        _wait_page_kernel_idle(page, server)
+
+    reloaded = False
     with steps.step("open the notebook in JupyterLab"):
-        url = f"{server.url}/lab/tree/{nb_name}?token={server.token}"
         page.goto(url, timeout=PAGE_READY_S * 1000)
         _wait_page_kernel_idle(page, server)
         if not _page_kernel_idle(page):
-            # JupyterLab's page can miss the kernel's first status message and show "unknown" or
-            # "connecting" for good while the server reports the kernel idle and the page
-            # connected; a learner reloads the page. Reload once, say so, and fail if it recurs.
-            print(f"[browser] the page showed the kernel as {_page_kernel_status(page)!r} while the server "
-                  "reported it idle; reloading the page once")
-            page.once("dialog", lambda dialog: dialog.accept())  # "leave the page?" if it asks
-            page.goto(url, timeout=PAGE_READY_S * 1000)
-            _wait_page_kernel_idle(page, server)
+            reload(f"the page showed the kernel as {_page_kernel_status(page)!r} while the server reported it idle")
+            reloaded = True
         _wait_for(
             lambda: _page_kernel_idle(page),
             PAGE_STATUS_S,
@@ -555,9 +593,18 @@ def _open_and_run_all(steps: Steps, server: LabServer) -> None:
         )
         steps.shot("01-notebook-opened")
 
-    with steps.step("run all cells (menu Run > Run All Cells)"):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+    with steps.step("run all cells (menu Run > Run All Cells): the kernel starts on them"):
+        _run_all(page)
+        if not _run_started(page, server, FIRST_CELL_S) and not reloaded:
+            reload(f"no cell started within {FIRST_CELL_S} s of Run All, the server reporting the kernel "
+                   f"{_server_kernel_state(server)!r}")
+            _run_all(page)
+        _wait_for(
+            lambda: _run_started(page, server, 0),
+            FIRST_CELL_S,
+            lambda: (f"a cell to start after Run All; the toolbar shows the kernel {_page_kernel_status(page)!r}, "
+                     f"the server reports it {_server_kernel_state(server)!r}"),
+        )
 
     with steps.step("wait for every cell to execute"):
 
