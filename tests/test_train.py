@@ -383,6 +383,28 @@ def test_fit_stays_a_loop_a_reader_follows() -> None:
     assert len(inspect.getsource(train.fit).splitlines()) <= 70
 
 
+def test_a_run_is_continued_only_by_as_many_processes_as_trained_it(tiny_root: Path, cache_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """Each torchrun rank trains on its share of a batch: continued on another number of processes,
+    a run would not end as the uninterrupted one, so it is refused (a finished one is still reported)."""
+    from us8k_lib.runfolder import RunExistsError, save_checkpoint
+
+    config = TrainConfig(epochs=2, **SMALL)
+    with pytest.raises(_Crash):
+        fit(config, tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False,
+            callback=lambda row: (_ for _ in ()).throw(_Crash()))
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ckpt["processes"] == 1  # recorded by every run
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {**ckpt, "processes": 2})  # as two torchrun ranks would
+    with pytest.raises(RunExistsError, match=r"trained by 2 process\(es\) and this run has 1.*--nproc-per-node=2"):
+        fit(None, tiny_root, tmp_path, resume=True, cache_dir=cache_dir, progress=False, verbose=False)
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 1  # nothing trained, nothing written
+
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {**ckpt, "processes": 1})
+    done = fit(None, tiny_root, tmp_path, resume=True, cache_dir=cache_dir, progress=False, verbose=False)
+    assert len(done.history) == 2
+
+
 def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_dataset(
         tiny_root: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

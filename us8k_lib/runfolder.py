@@ -687,6 +687,25 @@ def save_epoch(out: Path, ckpt: dict[str, Any], *, is_best: bool) -> None:
         save_checkpoint(out / BEST_NAME, best_state(ckpt, ckpt["best"]))
 
 
+def check_processes(out: Path, ckpt: Mapping[str, Any], processes: int) -> None:
+    """Raise unless the checkpoint in ``out`` was trained by as many processes as continue it.
+
+    Each torchrun rank trains on its share of every batch (its own batch-norm statistics, its own
+    order of clips), so a run continued on another number of processes would not end as it would
+    have without the stop. Checkpoints that record no number were written by one process.
+
+    Raises:
+        RunExistsError: naming the folder, both numbers and how to continue.
+    """
+    saved = int(ckpt.get("processes", 1))
+    if saved != processes:
+        launch = (f"torchrun --nproc-per-node={saved} -m us8k_lib train ..." if saved > 1
+                  else "python -m us8k_lib train ... (without torchrun)")
+        raise RunExistsError(f"{out}: was trained by {saved} process(es) and this run has {processes}; continued on "
+                             f"another number it would not end as it would have without the stop. Continue it with "
+                             f"{launch} --resume, or start a new run in another --out.")
+
+
 def repair_best(out: Path, ckpt: Mapping[str, Any], dataset: DatasetIdentity) -> str | None:
     """Check best.pt against a checkpoint being continued; rewrite it from the selected weights the
     checkpoint keeps when it does not match (a crash between the two writes). Return what was

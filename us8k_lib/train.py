@@ -51,6 +51,7 @@ from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.recipe import TrainConfig, recipe_line
 from us8k_lib.runfolder import (
     DatasetIdentity,
+    check_processes,
     inference_state,
     open_run,
     repair_best,
@@ -370,6 +371,8 @@ def _start(run: Any, parts: Parts, data: RunData, config: TrainConfig, verbose: 
     """Put back the checkpoint a continued (or finished) run starts from, and say what starts;
     return (history so far, the selected weights so far)."""
     ckpt = run.checkpoint
+    if ckpt is not None and run.action == "resume":
+        check_processes(run.path, ckpt, parts.processes)
     if ckpt is not None:
         parts.restore(ckpt)
         repaired = repair_best(run.path, ckpt, data.identity) if run.writer else None

@@ -195,11 +195,13 @@ class Parts:
     augmenter: Any
     sampler: EpochSampler
     batches: DataLoader | DeviceBatches
+    #: Processes training this one model (torchrun ranks; 1 without): each takes its share of a batch.
+    processes: int = 1
 
     def training_state(self) -> dict[str, Any]:
         """What a checkpoint adds to the weights so that training continues as if never stopped."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_states(),
+                "rng": rng_states(), "processes": self.processes,
                 **({"augment": self.augmenter.state_dict()} if self.augmenter is not None else {})}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -237,7 +239,7 @@ def build_parts(config: TrainConfig, data: RunData, device: torch.device, *, ddp
         from us8k_lib.augment import Augmenter
 
         augmenter = Augmenter.from_config(config, sr=data.sr, n_classes=len(CLASSES), device=device, rank=rank)
-    return Parts(net, model, optimizer, scheduler, per_batch, augmenter, sampler, batches)
+    return Parts(net, model, optimizer, scheduler, per_batch, augmenter, sampler, batches, processes=world)
 
 
 def describe(config: TrainConfig, data: RunData, parts: Parts, device: torch.device, ddp: bool, world: int) -> str:
