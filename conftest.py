@@ -18,7 +18,7 @@ import pytest
 
 #: Files that take longest (seconds measured on a 2-core VM, one thread each), run first.
 LONGEST_FIRST = (
-    "notebooks/08-raw-or-spectrogram.ipynb",  # ~75 s: two models over three folds
+    "notebooks/08-raw-or-spectrogram.ipynb",  # ~40 s: two models over three folds
     "tests/test_notebooks_any_dataset.py",  # ~60 s: notebooks 5-8 on a dataset that is not generated
     "tests/test_distributed.py",  # ~55 s: four torchrun launches of three processes each
     "notebooks/05-train-and-test.ipynb",  # ~35 s: trains M5 for four epochs
