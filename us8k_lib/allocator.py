@@ -32,7 +32,7 @@ machine's RAM, whichever is least) is under :data:`LEAN_BELOW_BYTES`, and ``fast
 environment variable ``US8K_MEMORY=fast|lean`` overrides the rule. Measured for M5 (width 128) at
 batch 16 on a 2-core EPYC, torch 2.14.1: one training step's peak above the resident size before
 it 607 MB kept, 423 MB with glibc's defaults, 283 MB lean (``benchmarks/bench_memory.py``
-measures whole notebooks); notebook 8 ran in 56 s fast and 96 s lean on the mini dataset (docs/binder.md).
+measures whole notebooks); notebook 5 ran in 28 s fast and 43 s lean on the mini dataset (docs/binder.md).
 
 Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
 :func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmarks.

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from us8k_lib import flags
-from us8k_lib.errors import US8KError
+from us8k_lib.errors import US8KError, failure_line
 from us8k_lib.recipe import add_training_arguments
 
 
@@ -166,16 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             args.command_parser.error(problem)  # exits 2, as argparse does for one flag
         return int(args.func(args) or 0)
-    except US8KError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if exc.filename is None:  # not about a file the user named: a bug, keep its traceback
+    except (US8KError, OSError) as exc:
+        line = failure_line(exc)
+        if line is None:  # an OSError about no file the user named: a bug, keep its traceback
             raise
-        # A file or folder the command could not read or write (permissions, a full disk):
-        # the user's to fix, so one line naming it.
-        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
-        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

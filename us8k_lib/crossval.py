@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.errors import SettingsError, US8KError
+from us8k_lib.errors import SettingsError, US8KError, failure_line
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import display_name
 from us8k_lib.recipe import TrainConfig
@@ -339,13 +339,11 @@ def _job(tasks: list[tuple[TrainConfig, Path, str]], source: DataSource, kwargs:
         except KeyboardInterrupt:
             print(f"error: [fold {fold_config.test_fold}] interrupted", file=sys.stderr)
             sys.exit(130)
-        except US8KError as exc:
-            print(f"error: [fold {fold_config.test_fold}] {exc}", file=sys.stderr)
-            sys.exit(1)
-        except OSError as exc:
-            if exc.filename is None:
-                raise  # not about a file: a bug, its traceback kept (as us8k_lib.cli does)
-            print(f"error: [fold {fold_config.test_fold}] {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        except (US8KError, OSError) as exc:
+            line = failure_line(exc)
+            if line is None:
+                raise  # not the user's to fix: its traceback kept, as the command line does
+            print(f"error: [fold {fold_config.test_fold}] {line}", file=sys.stderr)
             sys.exit(1)
         finally:
             sys.stdout.flush()

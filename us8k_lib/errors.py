@@ -83,3 +83,18 @@ class SettingsError(US8KError, ValueError):
     fewer than three folds, a batch that does not split over the torchrun ranks, ``--jobs`` under
     torchrun. A ValueError too, like every other invalid argument; the command line reports it
     as one ``error:`` line (exit 1)."""
+
+
+def failure_line(exc: BaseException) -> str | None:
+    """Return the one line an expected failure is reported with (without ``error: ``), or None
+    for an error that is not the user's to fix (a bug, whose traceback is kept).
+
+    Expected: a :class:`US8KError`, and an ``OSError`` about a named file or folder (permissions,
+    a full disk). Used by ``python -m us8k_lib`` and by ``crossval --jobs``'s fold processes.
+    """
+    if isinstance(exc, US8KError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        return f"{where}: {exc.strerror or exc}"
+    return None

@@ -782,7 +782,7 @@ def default_run_dir(command: str, model: str, root: str | Path, test_fold: int |
     the dataset, so runs on two datasets never share a folder by default.
 
     ``train``: ``runs/MODEL-DATASET-foldF``; ``crossval``: ``runs/crossval-MODEL-DATASET``.
-    Used by the ``train`` and ``crossval`` commands and notebooks 6-8.
+    Used by the ``train`` and ``crossval`` commands (notebooks 6-8 name their own folders).
     """
     from us8k_lib.paths import dataset_name
 

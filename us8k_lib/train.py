@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
