@@ -12,7 +12,7 @@ would choose:
 
   train fp32, train bf16   training clips/s through the library's own epoch loop
                            (``us8k_lib.train.train_one_epoch``) fed by its own loader
-                           (``us8k_lib.batches.make_loader``: on CUDA pinned memory, non-blocking
+                           (``us8k_lib.engine.batches.make_loader``: on CUDA pinned memory, non-blocking
                            copies and its default worker processes), at batch 128. The first pass
                            over the loader warms up (cuDNN autotuning with ``cudnn.benchmark`` as
                            train sets it, worker start, memory pools); the second is timed, between
@@ -55,16 +55,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.runfolder import write_json
+from us8k_lib.engine.allocator import reuse_freed_memory
+from us8k_lib.runs.files import write_json
 from us8k_lib.crossval import fold_roles
-from us8k_lib.batches import EpochSampler, make_loader
+from us8k_lib.engine.batches import EpochSampler, make_loader
 from us8k_lib.dataset import ClipBatch
 from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
-from us8k_lib.train import TrainConfig, make_optimizer, train_one_epoch
+from us8k_lib.recipe import TrainConfig
+from us8k_lib.train import make_optimizer, train_one_epoch
 
 LENGTH = 32000  # 4 s at 8 kHz, what the cache holds
 EVAL_BATCH = 64  # evaluate's default (train.fit evaluates at its training batch size instead)
@@ -148,7 +149,7 @@ def compiled_rate(name: str, device: torch.device, s: Settings, mode: str) -> tu
     torch.manual_seed(0)
     model = build_model(name, n_classes=len(CLASSES), width=s.width, normalize=config.normalize).to(device)
     step_model = torch.compile(model, mode=mode)
-    optimizer = make_optimizer(config, model)
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, kind=config.optimizer)
     data = SyntheticClips(s.batch)
     x, y = data.__getitems__(range(s.batch)).waveforms.to(device), data.labels[: s.batch].to(device)
     t0 = time.perf_counter()
@@ -170,7 +171,7 @@ def train_rate(name: str, device: torch.device, amp: bool, s: Settings, batch: i
     config = TrainConfig(model=name)
     torch.manual_seed(0)
     model = build_model(name, n_classes=len(CLASSES), width=s.width, normalize=config.normalize).to(device)
-    optimizer = make_optimizer(config, model)
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, kind=config.optimizer)
     data = SyntheticClips(batch * s.steps)
     if through_loader:
         batches = make_loader(data, batch, device=device, workers=s.workers, sampler=EpochSampler(len(data), 0))

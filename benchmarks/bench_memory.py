@@ -15,7 +15,7 @@ run; ``tracemalloc`` would miss it, since PyTorch allocates outside Python's all
 
 The dataset is whatever the notebooks resolve (``US8K_ROOT``, else the mini dataset): set
 ``US8K_DATA_DIR`` to a scratch folder to measure a cold cache. The kernels run in the ``lean``
-memory mode (``US8K_MEMORY=lean``, what a Binder session gets; see ``us8k_lib.allocator``) unless
+memory mode (``US8K_MEMORY=lean``, what a Binder session gets; see ``us8k_lib.engine.allocator``) unless
 ``--mode`` says otherwise. Linux only (``/proc``).
 The last line sums up: ``peak <MB> MB (<notebook>)``.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from us8k_lib.allocator import MODE_VARIABLE, memory_mode
+from us8k_lib.engine.allocator import MODE_VARIABLE, memory_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

@@ -66,16 +66,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from us8k_lib import audio, dataset
-from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.batches import make_loader
-from us8k_lib.dataset import US8KDataset, build_cache, collate_clips
+from us8k_lib import audio
+from us8k_lib.engine import cache as cache_module
+from us8k_lib.engine.allocator import reuse_freed_memory
+from us8k_lib.engine.batches import make_loader
+from us8k_lib.dataset import collate_clips, US8KDataset
+from us8k_lib.engine.cache import build_cache
 from us8k_lib.devices import cpu_name
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
 from us8k_lib.recipe import PRESETS
-from us8k_lib.train import TrainConfig, make_optimizer, training_step
+from us8k_lib.recipe import TrainConfig
+from us8k_lib.train import make_optimizer, training_step
 
 #: The recipe the rows measure 'fit' with: the mini preset (batch 16), which the notebooks and the
 #: commands use on the small datasets (the real-data default, batch 128, is P3's headline batch).
@@ -306,7 +309,7 @@ def make_step(variant: str, batch: int) -> Callable[[], None]:
     model = build_model("m5")
     forward = torch.compile(model) if variant == "ours-compiled" else model
     config = FIT
-    opt = make_optimizer(config, model)
+    opt = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, kind=config.optimizer)
     cpu = torch.device("cpu")
 
     def step() -> None:
@@ -393,7 +396,7 @@ def p5_child(root: str, cache_dir: str, fwd_batches: int, keep_freed: bool = Tru
         test = US8KDataset(root, [config.test_fold], metadata=meta, cache_dir=cache_dir, progress=False)
         device = torch.device("cpu")
         model = build_model("m5")
-        opt = make_optimizer(config, model)
+        opt = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, kind=config.optimizer)
         start_kb = _status_kb("self", "VmRSS")
         t0 = time.perf_counter()
         # Phase 1: the whole epoch through the loader (data only), then the test pass.
@@ -464,7 +467,7 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
             x, y = augment_batch(batch, device)
             torch.manual_seed(0)
             model = build_model("m5").to(device).train()
-            opt = make_optimizer(FIT, model)
+            opt = make_optimizer(model, lr=FIT.lr, weight_decay=FIT.weight_decay, kind=FIT.optimizer)
             strong = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS["strong"])
             variants = {"off": None, "on": strong}
 
@@ -596,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += [("P2 first pass", "floor: bare soundfile.read(float32), sequential", f"{seq_rate:,.0f} clips/s"),
                  ("P2 first pass", f"floor: bare soundfile.read(float32), {w} processes", f"{proc_rate:,.0f} clips/s"),
                  ("P2 first pass", f"floor: bare soundfile.read(float32), {w} threads", f"{thread_rate:,.0f} clips/s"),
-                 ("P2 first pass", f"ours: build_cache ({w} {dataset.EXECUTOR} workers, decode+mono+"
+                 ("P2 first pass", f"ours: build_cache ({w} {cache_module.EXECUTOR} workers, decode+mono+"
                                    "resample+pad, write)", f"{build_rate:,.0f} clips/s"),
                  ("P2 first pass", f"ratio vs the faster {w}-worker floor (vs sequential: {build_rate / seq_rate:.2f}x)",
                   f"{p2:.2f}x  (target >= 0.5x)")]

@@ -34,7 +34,7 @@ import soundfile as sf
 import torch
 
 from us8k_lib.crossval import fold_roles
-from us8k_lib.dataset import build_cache
+from us8k_lib.engine.cache import build_cache
 from us8k_lib.metadata import load_metadata
 from us8k_lib.model import build_model, display_name
 

@@ -16,7 +16,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 'tiny' mini dataset (small for testing), generated once per session; treat as read-only."""
-    from us8k_lib.mini import make_mini
+    from us8k_lib.datasets.mini import make_mini
 
     return make_mini(tmp_path_factory.mktemp("tiny"), seed=0, size="tiny")
 
@@ -25,7 +25,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second 'tiny' dataset (seed 1: other clips and other audio), for tests that a run on one
     dataset is never taken for a run on the other."""
-    from us8k_lib.mini import make_mini
+    from us8k_lib.datasets.mini import make_mini
 
     return make_mini(tmp_path_factory.mktemp("tiny-seed1"), seed=1, size="tiny")
 
@@ -33,7 +33,7 @@ def other_tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mini_root() -> Path:
     """The default mini dataset in the project's data folder (what learners and notebooks use); read-only."""
-    from us8k_lib.mini import make_mini
+    from us8k_lib.datasets.mini import make_mini
     from us8k_lib.paths import MINI_SEED, project_data_dir
 
     return make_mini(project_data_dir() / "mini", seed=MINI_SEED)
@@ -54,8 +54,9 @@ def tiny_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     Barely better than chance: for tests of what reads checkpoints (predict, the upload widget),
     not of what a model learns.
     """
-    from us8k_lib.runfolder import CHECKPOINT_NAME
-    from us8k_lib.train import TrainConfig, fit
+    from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
+    from us8k_lib.engine.fit import fit
+    from us8k_lib.recipe import TrainConfig
 
     out = tmp_path_factory.mktemp("tiny-run")
     config = TrainConfig(epochs=1, batch_size=16, lr=3e-3, width=8, seed=0)  # small for testing
@@ -72,7 +73,7 @@ def shared_reference() -> Path:
 
 
 class FakeLibc:
-    """Records the mallopt / malloc_trim calls us8k_lib.allocator makes (see the fake_libc fixture)."""
+    """Records the mallopt / malloc_trim calls us8k_lib.engine.allocator makes (see the fake_libc fixture)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -88,8 +89,8 @@ class FakeLibc:
 
 @pytest.fixture()
 def fake_libc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
-    """us8k_lib.allocator talks to this recorder instead of glibc, on any platform."""
-    from us8k_lib import allocator
+    """us8k_lib.engine.allocator talks to this recorder instead of glibc, on any platform."""
+    from us8k_lib.engine import allocator
 
     libc = FakeLibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)

@@ -10,20 +10,22 @@ from pathlib import Path
 
 import torch
 
-from us8k_lib import dataset, distributed
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.engine import cache as cache_module
+from us8k_lib.engine import distributed
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 
 def count_formatting(dump: Path) -> None:
     """Record every clip this rank formats (one line each), to show the clips are formatted once."""
-    real = dataset._format_task
+    real = cache_module._format_task
 
-    def counted(path: str, sr: int, length: int):  # noqa: ANN202 - dataset._format_task's signature
+    def counted(path: str, sr: int, length: int):  # noqa: ANN202 - cache_module._format_task's signature
         with open(dump / f"formatted-rank{distributed.rank()}.txt", "a") as f:
             f.write(path + "\n")
         return real(path, sr, length)
 
-    dataset._format_task = counted
+    cache_module._format_task = counted
 
 if __name__ == "__main__":
     root, out, cache, dump = sys.argv[1:5]

@@ -1,4 +1,4 @@
-"""us8k_lib.allocator: freed memory is reused inside the block (fast mode) or handed back at once (lean mode,
+"""us8k_lib.engine.allocator: freed memory is reused inside the block (fast mode) or handed back at once (lean mode,
 the default where memory is scarce), and glibc's defaults come back after."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from us8k_lib import allocator
-from us8k_lib.allocator import reuse_freed_memory
+from us8k_lib.engine import allocator
+from us8k_lib.engine.allocator import reuse_freed_memory
 
 glibc_only = pytest.mark.skipif(not allocator.supported(), reason="needs Linux with glibc")
 
@@ -22,7 +22,7 @@ glibc_only = pytest.mark.skipif(not allocator.supported(), reason="needs Linux w
 # take a few cycles to settle into the heap).
 _MEASURE = textwrap.dedent("""
     import json, resource, torch
-    from us8k_lib.allocator import reuse_freed_memory
+    from us8k_lib.engine.allocator import reuse_freed_memory
 
     def faults_per_cycle(nbytes, warmup, measured=3):
         counts = []
@@ -157,7 +157,7 @@ def test_memory_mode_is_lean_where_memory_is_scarce_and_fast_elsewhere(limits, m
 # allocate-free cycles of 48 MB blocks interleaved with small ones, kept vs lean.
 _PEAK = textwrap.dedent("""
     import json, os, sys, torch
-    from us8k_lib.allocator import reuse_freed_memory
+    from us8k_lib.engine.allocator import reuse_freed_memory
 
     def hwm():
         return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) >> 10

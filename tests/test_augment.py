@@ -14,6 +14,7 @@ import torch
 import torchaudio
 
 from us8k_lib import augment
+from us8k_lib.cli.training_flags import add_augment_arguments, augment_overrides
 from us8k_lib.augment import (
     AUGMENT_FIELDS,
     AUGMENT_PRESETS,
@@ -21,8 +22,6 @@ from us8k_lib.augment import (
     SPEED_RESAMPLING,
     Augmenter,
     active_span,
-    add_augment_arguments,
-    augment_overrides,
     augment_seed,
     change_speed,
     clip_level,
@@ -363,7 +362,8 @@ def test_training_with_augmentation_still_learns_and_evaluation_is_never_augment
         tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     from us8k_lib.dataset import US8KDataset
     from us8k_lib.evaluate import evaluate
-    from us8k_lib.train import TrainConfig, fit
+    from us8k_lib.engine.fit import fit
+    from us8k_lib.recipe import TrainConfig
 
     cache_dir = tmp_path_factory.mktemp("cache")
     config = TrainConfig(**LEARN, **AUGMENT_PRESETS["strong"])

@@ -23,11 +23,11 @@ import soundfile as sf
 from archive_server import ArchiveServer, Behaviour, dataset_tarball, evil_tarball, md5, small_dataset, snapshot
 
 from us8k_lib.audio import read_wav
-from us8k_lib.cli import main
-from us8k_lib.download import download_dataset
+from us8k_lib.cli.parser import main
+from us8k_lib.datasets.download import download_dataset
 from us8k_lib.errors import AudioError, DatasetNotFoundError, DownloadError, MetadataError, UnsafeArchiveError
 from us8k_lib.metadata import load_metadata
-from us8k_lib.validate import PROBLEM_KEYS, validate_dataset
+from us8k_lib.datasets.validate import PROBLEM_KEYS, validate_dataset
 
 N_CLIPS = 12  # a small dataset keeps each case fast; validate's thoroughness is test_validate's job
 

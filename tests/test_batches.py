@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from us8k_lib.batches import (
+from us8k_lib.engine.batches import (
     DEVICE_FRACTION,
     DeviceBatches,
     EpochSampler,
@@ -16,7 +16,8 @@ from us8k_lib.batches import (
     resident_waveforms,
 )
 from us8k_lib.dataset import US8KDataset
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 # Small for testing: a narrow M5 (width 8) on tiny, three epochs of five batches.
 SMALL = dict(epochs=3, batch_size=16, lr=3e-3, width=8, seed=5)
@@ -152,7 +153,7 @@ def test_a_compiled_model_trains_to_the_same_weights(tiny_root: object, cache_di
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """compile=True goes through torch.compile (dynamo and AOT autograd; the "aot_eager" backend
     here, because inductor's C++ compile takes minutes on a 2-core CPU): same graph, same weights."""
-    from us8k_lib import training_setup
+    from us8k_lib.engine import parts as training_setup
 
     monkeypatch.setattr(training_setup, "COMPILE_BACKEND", "aot_eager")
     kwargs = dict(cache_dir=cache_dir, progress=False, verbose=False)

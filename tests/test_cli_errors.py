@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from us8k_lib.cli import main
+from us8k_lib.cli.parser import main
 
 # Each case: (argv, exit status, words the error line must contain). In argv, FILE is an existing
 # file, DIR an existing empty folder, MISSING a path that does not exist, OUT a folder that must
@@ -60,7 +60,7 @@ CASES = [
     (["train", "--val-fold", "11"], USAGE, ["--val-fold", "integer from 1 to 10"]),
     (["train", "--val-fold", "10", "--test-fold", "10"], USAGE, ["--val-fold", "also the test fold"]),
     (["train", "--val-fold", "10"], USAGE, ["--val-fold", "also the test fold"]),  # the default test fold is 10
-    (["train", "--resume", "--overwrite"], USAGE, ["--overwrite", "not allowed with --resume"]),
+    (["train", "--resume", "--overwrite"], USAGE, ["--resume and --overwrite exclude each other"]),
     (["train", "--resume-from", "x"], USAGE, ["unrecognized arguments: --resume-from x"]),
     (["crossval", "--folds", "0"], USAGE, ["--folds", "numbered 1-10", "'0'"]),
     (["crossval", "--folds", "1-99"], USAGE, ["--folds", "numbered 1-10", "'1-99'"]),
@@ -199,12 +199,13 @@ def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytes
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An OSError about a named file (permissions, a full disk) is the user's to fix: one line, exit 1;
     one without a file name is a bug and keeps its traceback."""
-    import us8k_lib.cli as cli
+    import us8k_lib.cli.parser as cli
 
     def refuse(args: object) -> int:
         raise PermissionError(13, "Permission denied", str(tmp_path / "report.json"))
 
-    monkeypatch.setattr(cli, "_validate", refuse)
+    monkeypatch.setitem(cli.COMMANDS, "validate", "data:refuse")
+    monkeypatch.setattr("us8k_lib.cli.data.refuse", refuse, raising=False)
     assert cli.main(["validate"]) == 1
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'report.json'}: Permission denied\n"
@@ -212,7 +213,7 @@ def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytes
     def bug(args: object) -> int:
         raise OSError("no file involved")
 
-    monkeypatch.setattr(cli, "_validate", bug)
+    monkeypatch.setattr("us8k_lib.cli.data.refuse", bug)
     with pytest.raises(OSError, match="no file involved"):
         cli.main(["validate"])
 
@@ -220,7 +221,7 @@ def test_a_file_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytes
 def test_a_folder_or_file_flag_with_a_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--out=~/x`` reaches the program unexpanded (no shell expands ~ after =): it is checked and
     used as the home folder's x, not as ./~/x."""
-    from us8k_lib.cli import build_parser
+    from us8k_lib.cli.parser import build_parser
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

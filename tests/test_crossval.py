@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from us8k_lib.crossval import (
-    SUMMARY_CSV,
-    SUMMARY_JSON,
-    crossval,
-    fold_dir,
-    fold_roles,
-    parse_folds,
-)
-from us8k_lib.checkpoint import load_checkpoint
-from us8k_lib.runfolder import BEST_NAME, METRICS_NAME
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.engine.jobs import SideBySide
+from us8k_lib.cli.flags import parse_folds
+from us8k_lib.crossval import crossval
+from us8k_lib.folds import fold_roles
+from us8k_lib.runs.folder import SUMMARY_CSV, SUMMARY_JSON, fold_dir
+from us8k_lib.runs.checkpoint import load_checkpoint
+from us8k_lib.runs.checkpoint import BEST_NAME
+from us8k_lib.runs.results import METRICS_NAME
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_validation_fold_is_the_previous_fold_cyclically() -> None:
 
 
 def test_config_keeps_the_test_fold_out_of_selection() -> None:
-    with pytest.raises(ValueError, match="val_fold 10 is the test fold"):
+    with pytest.raises(ValueError, match="val_fold 10 is also the test fold"):
         TrainConfig(test_fold=10, val_fold=10)
     with pytest.raises(ValueError, match="val_fold 3 is also a training fold"):
         TrainConfig(test_fold=10, val_fold=3, train_folds=(1, 2, 3))
@@ -205,7 +204,7 @@ def test_two_models_over_the_same_folds_are_compared_side_by_side(tiny_root: Pat
 
 
 def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    """jobs=2: two processes train a fold each at once; every number equals the one-at-a-time run's."""
+    """SideBySide(2): two processes train a fold each at once; every number equals the one-at-a-time run's."""
     import torch
 
     config = TrainConfig(**{**SMALL, "epochs": 2})
@@ -217,7 +216,7 @@ def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_d
     finally:
         torch.set_num_threads(threads)
     two = crossval(config, tiny_root, folds=[1, 2], out=tmp_path / "two", cache_dir=cache_dir, progress=False,
-                   verbose=False, jobs=2)
+                   verbose=False, runner=SideBySide(2))
     pd.testing.assert_frame_equal(one.folds, two.folds)
     np.testing.assert_array_equal(one.confusion, two.confusion)
     for fold in ("fold01", "fold02"):
@@ -225,7 +224,7 @@ def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_d
         b = load_checkpoint(tmp_path / "two" / fold / BEST_NAME)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), fold
     with pytest.raises(ValueError, match="jobs must be >= 1"):
-        crossval(config, tiny_root, folds=[1], out=tmp_path / "x", jobs=0)
+        SideBySide(0)
 
 
 
@@ -262,7 +261,7 @@ def test_the_comparison_is_paired_and_its_verdict_says_no_more_than_the_numbers(
 
 def test_a_side_by_side_job_that_fails_says_so_in_one_line(tiny_root: Path, cache_dir: Path, tmp_path: Path,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
-    """jobs=2 with one fold's folder in use by another run: that job prints one ``error: [fold N]``
+    """SideBySide(2) with one fold's folder in use by another run: that job prints one ``error: [fold N]``
     line (no multiprocessing traceback), the other fold trains, and the command says a job failed."""
     import subprocess
     import sys
@@ -270,14 +269,14 @@ def test_a_side_by_side_job_that_fails_says_so_in_one_line(tiny_root: Path, cach
     from us8k_lib.errors import US8KError
 
     out = tmp_path / "cv"
-    code = ("import sys, time\nfrom us8k_lib.runfolder import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+    code = ("import sys, time\nfrom us8k_lib.runs.lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
             "print('locked', flush=True)\ntime.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(fold_dir(out, 2))], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(US8KError, match=r"side-by-side fold job\(s\) failed: us8k-fold-job-1 \(exit code 1\)"):
             crossval(TrainConfig(**{**SMALL, "epochs": 1}), tiny_root, folds=[1, 2], out=out, cache_dir=cache_dir,
-                     progress=False, verbose=False, jobs=2)
+                     progress=False, verbose=False, runner=SideBySide(2))
     finally:
         holder.kill()
         holder.wait(timeout=30)
@@ -285,5 +284,5 @@ def test_a_side_by_side_job_that_fails_says_so_in_one_line(tiny_root: Path, cach
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if "error" in line] == [
         f"error: [fold 2] {fold_dir(out, 2)}: in use by another run (process {holder.pid} on "
-        f"{__import__('socket').gethostname()}); wait for it to finish, or pass another --out"]
+        f"{__import__('socket').gethostname()}); wait for it to finish, or choose another run folder (--out)"]
     assert (fold_dir(out, 1) / METRICS_NAME).exists()

@@ -18,16 +18,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from us8k_lib import audio, dataset
-from us8k_lib.dataset import (
-    ARRAY_NAME,
-    COMPLETE_NAME,
-    INDEX_NAME,
-    US8KDataset,
-    build_cache,
-    cache_key,
-    collate_clips,
-)
+from us8k_lib import audio
+from us8k_lib.engine import cache as cache_module
+from us8k_lib.dataset import collate_clips, US8KDataset
+from us8k_lib.engine.cache import ARRAY_NAME, build_cache, cache_key, COMPLETE_NAME, INDEX_NAME
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import load_metadata, select_folds
 from us8k_lib.paths import clip_path
@@ -199,7 +193,7 @@ def test_only_superseded_caches_are_removed(small, capsys: pytest.CaptureFixture
     other_length = build_cache(root, rows, cache_dir=cache_dir, progress=False, length=16000)
     subset = build_cache(root, rows.iloc[:4], cache_dir=cache_dir, progress=False)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dataset, "FORMAT_VERSION", dataset.FORMAT_VERSION - 1)
+        mp.setattr(cache_module, "FORMAT_VERSION", cache_module.FORMAT_VERSION - 1)
         older = build_cache(root, rows, cache_dir=cache_dir, progress=False)
     capsys.readouterr()
     current = build_cache(root, rows, cache_dir=cache_dir, progress=False)
@@ -221,7 +215,7 @@ def test_changed_formatting_parameters_invalidate(small, monkeypatch: pytest.Mon
                                   audio.format_clip(clip_path(root, fold, name), length=16000))
     other_rate = cache_key(root, rows, sr=16000)
     assert other_rate not in (base.key, short.key)
-    monkeypatch.setattr(dataset, "FORMAT_VERSION", dataset.FORMAT_VERSION + 1)
+    monkeypatch.setattr(cache_module, "FORMAT_VERSION", cache_module.FORMAT_VERSION + 1)
     assert cache_key(root, rows) != base.key
     assert build_cache(root, rows, cache_dir=cache_dir, progress=False).path != base.path
 
@@ -242,7 +236,7 @@ def test_the_resampler_and_the_library_versions_are_in_the_key(small, monkeypatc
         monkeypatch.undo()
     built = build_cache(root, rows, cache_dir=cache_dir, progress=False)
     index = json.loads((built.path / INDEX_NAME).read_text())
-    assert index["recipe"] == dataset.formatting_recipe() and index["recipe"]["resampling"] == audio.RESAMPLING
+    assert index["recipe"] == cache_module.formatting_recipe() and index["recipe"]["resampling"] == audio.RESAMPLING
 
 
 def test_a_cache_that_cannot_fit_is_refused_before_formatting(small, tmp_path: Path,
@@ -338,7 +332,7 @@ def test_verify_data_detects_changed_samples(small) -> None:
     data = bytearray(p.read_bytes())
     data[-3] ^= 0xFF
     p.write_bytes(bytes(data))
-    with pytest.raises(dataset.CacheError, match=ARRAY_NAME):
+    with pytest.raises(cache_module.CacheError, match=ARRAY_NAME):
         build_cache(root, rows, cache_dir=cache_dir, progress=False).verify_data()
 
 
@@ -357,7 +351,8 @@ def test_crash_mid_build_leaves_no_complete_cache(small, monkeypatch: pytest.Mon
 
 _KILLED_BUILD = """
 import sys, time
-from us8k_lib import audio, dataset
+from us8k_lib import audio
+from us8k_lib.engine import cache as cache_module
 from us8k_lib.metadata import load_metadata
 real = audio.format_clip
 def slow(path, **kw):
@@ -366,7 +361,7 @@ def slow(path, **kw):
     return real(path, **kw)
 audio.format_clip = slow
 meta = load_metadata(sys.argv[1])
-dataset.build_cache(sys.argv[1], meta[meta["fold"] <= 2], cache_dir=sys.argv[2], workers=1, progress=False)
+cache_module.build_cache(sys.argv[1], meta[meta["fold"] <= 2], cache_dir=sys.argv[2], workers=1, progress=False)
 """
 
 
@@ -473,7 +468,7 @@ def test_default_cache_dir_is_outside_the_dataset(small, monkeypatch: pytest.Mon
 
 def test_process_pool_build_gives_the_same_cache(small, monkeypatch: pytest.MonkeyPatch) -> None:
     root, rows, cache_dir = small
-    monkeypatch.setattr(dataset, "EXECUTOR", "process")
+    monkeypatch.setattr(cache_module, "EXECUTOR", "process")
     cache = build_cache(root, rows, cache_dir=cache_dir, progress=False, workers=2)
     np.testing.assert_array_equal(cache.array, _expected(root, rows))
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from us8k_lib.checkpoint import load_checkpoint
-from us8k_lib.runfolder import CHECKPOINT_NAME
+from us8k_lib.runs.checkpoint import load_checkpoint
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
 from us8k_lib.crossval import SUMMARY_JSON
-from us8k_lib.distributed import shard
+from us8k_lib.engine.distributed import shard
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_result(tiny_root: Path, tmp
 def test_each_torchrun_process_takes_its_own_gpu_and_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
     """GPU paths, checked on a CPU machine: LOCAL_RANK picks the GPU, NCCL is the GPU backend."""
     from us8k_lib.devices import choose_device
-    from us8k_lib.distributed import backend_for, launched_by_torchrun
+    from us8k_lib.engine.distributed import backend_for, launched_by_torchrun
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -181,7 +181,7 @@ def test_each_torchrun_process_takes_its_own_gpu_and_nccl(monkeypatch: pytest.Mo
 
 
 def test_global_batch_must_split_evenly_over_ranks(monkeypatch: pytest.MonkeyPatch, tiny_root: Path) -> None:
-    from us8k_lib import train
+    from us8k_lib.engine import fit as train
 
     monkeypatch.setattr(train, "dist_is_active", lambda: True)
     monkeypatch.setattr(train, "dist_is_main", lambda: True)

@@ -10,10 +10,10 @@ from archive_server import (
     EVIL_KINDS, EVIL_REASONS, ArchiveServer, Behaviour, dataset_tarball, evil_tarball, md5, small_dataset, snapshot,
 )
 
-from us8k_lib.cli import main
-from us8k_lib.download import ARCHIVE_NAME, download_dataset
+from us8k_lib.cli.parser import main
+from us8k_lib.datasets.download import ARCHIVE_NAME, download_dataset
 from us8k_lib.errors import DownloadError, UnsafeArchiveError
-from us8k_lib.validate import validate_dataset
+from us8k_lib.datasets.validate import validate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,7 @@ def test_a_full_disk_is_refused_before_the_first_byte(tmp_path, tarball, monkeyp
 
 
 def test_the_official_archive_needs_room_for_the_clips_and_the_cache(tmp_path, monkeypatch) -> None:
-    from us8k_lib import download
+    from us8k_lib.datasets import download
 
     needs = dict(download._space_needs(tmp_path, download.DEFAULT_MD5, 6_000_000_000, 6_000_000_000))
     assert needs["the rest of the archive"] == 6_000_000_000

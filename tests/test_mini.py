@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from us8k_lib import mini
+from us8k_lib.datasets import mini
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES, check_leakage, load_metadata, reference_metadata_path
 from us8k_lib.paths import is_mini
@@ -362,7 +362,9 @@ def test_never_replaces_a_folder_that_is_not_a_mini_dataset(tmp_path: Path) -> N
 
 def test_command_prints_a_summary(tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(root=str(tiny_root.parent), seed=0, size="tiny", force=False)
-    assert mini.make_mini_command(args) == 0
+    from us8k_lib.cli.data import make_mini_command
+
+    assert make_mini_command(args) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out and "110 clips" in out
     assert "1: 10, 2: 10" in out and "10: 20" in out
@@ -370,7 +372,7 @@ def test_command_prints_a_summary(tiny_root: Path, capsys: pytest.CaptureFixture
 
 
 def test_cli_reports_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from us8k_lib.cli import main
+    from us8k_lib.cli.parser import main
 
     with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's line, exit 2, nothing written
         main(["make-mini", "--root", str(tmp_path), "--size", "huge"])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from us8k_lib import model as model_module
-from us8k_lib.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
+from us8k_lib.runs.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
 from us8k_lib.errors import CheckpointError
 from us8k_lib.model import (
     MODEL_NAMES,

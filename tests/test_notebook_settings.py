@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from us8k_lib import notebook_settings
-from us8k_lib.mini import MARKER_NAME
+from us8k_lib import settings as notebook_settings
+from us8k_lib.datasets.mini import MARKER_NAME
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_check_asserts_only_where_calibrated(mini_root, unmarked_root):
         calibrated.check(False, "boom", "that it holds")
     # a raise, not an assert statement: the check holds under `python -O` too
     flag = subprocess.run([sys.executable, "-O", "-c", (
-        "import sys; from us8k_lib import notebook_settings as n\n"
+        "import sys; from us8k_lib import settings as n\n"
         f"use = n.choose('small', {str(mini_root)!r}, gpu=False)\n"
         "try:\n    use.check(False, 'boom', 'x')\nexcept AssertionError:\n    sys.exit(3)")], capture_output=True)
     assert flag.returncode == 3, flag.stderr.decode()

@@ -217,7 +217,7 @@ def test_training_notebook_chooses_its_settings_in_the_open(stem):
     # a learner sees which set of sizes applies and how to change it, in the first code cell
     settings = source(code_cells(load(NOTEBOOKS_DIR / f"{stem}.ipynb"))[0])
     assert 'SETTINGS = os.environ.get("US8K_NOTEBOOK_SETTINGS", "auto")' in settings
-    assert "notebook_settings.choose(SETTINGS, root" in settings and "use.report(" in settings
+    assert "settings.choose(SETTINGS, root" in settings and "use.report(" in settings
     assert re.search(r"^EPOCHS = use\.pick\(small=\d+, full=30", settings, re.M), "EPOCHS needs a small and a full value"
 
 

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from us8k_lib.mini import MARKER_NAME
+from us8k_lib.datasets.mini import MARKER_NAME
 from us8k_lib.paths import is_mini
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"

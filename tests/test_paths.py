@@ -49,7 +49,7 @@ def test_resolution_order(isolated: Path, monkeypatch: pytest.MonkeyPatch, capsy
         calls.append(Path(root))
         return _fake_dataset(Path(root))
 
-    monkeypatch.setattr("us8k_lib.mini.make_mini", fake_make_mini)
+    monkeypatch.setattr("us8k_lib.datasets.mini.make_mini", fake_make_mini)
     # nothing there: the mini dataset is generated into <data dir>/mini
     mini = paths.resolve_root()
     assert calls == [isolated / "data" / "mini"] and mini == isolated / "data" / "mini" / "UrbanSound8K"

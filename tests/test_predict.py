@@ -14,7 +14,7 @@ import soundfile as sf
 
 from us8k_lib import cli
 from us8k_lib.audio import format_clip, read_header
-from us8k_lib.checkpoint import load_model
+from us8k_lib.runs.checkpoint import load_model
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import clip_path

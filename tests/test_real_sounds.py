@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from us8k_lib import real_sounds
-from us8k_lib.checkpoint import load_model
+from us8k_lib.runs.checkpoint import load_model
 from us8k_lib.evaluate import EvalResult
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import clip_path, sample_credits

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from us8k_lib.cli import build_parser
+from us8k_lib.cli.parser import build_parser
 from us8k_lib.model import build_model
-from us8k_lib.recipe import PRESETS, TrainConfig, auto_preset, config_from_args, recipe_line, sources_of
+from us8k_lib.cli.training_flags import config_from_args
+from us8k_lib.recipe import PRESETS, TrainConfig, auto_preset, recipe_line, sources_of
 from us8k_lib.train import make_optimizer
 
 
 def test_help_imports_no_torch() -> None:
-    code = ("import sys\nfrom us8k_lib.cli import build_parser\np = build_parser()\n"
+    code = ("import sys\nfrom us8k_lib.cli.parser import build_parser\np = build_parser()\n"
             "for c in ('train', 'crossval'):\n    p.parse_args([c, '--epochs', '1'])\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'pandas')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -65,7 +66,7 @@ def test_the_recipe_line_names_every_value_and_its_source() -> None:
 
 def test_adamw_decays_weights_only_and_adam_decays_everything() -> None:
     model = build_model("m5", width=8)
-    optimizer = make_optimizer(TrainConfig(weight_decay=0.05), model)
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.05)
     assert isinstance(optimizer, torch.optim.AdamW)
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
@@ -74,7 +75,7 @@ def test_adamw_decays_weights_only_and_adam_decays_everything() -> None:
                                                          if n.endswith("weight") and ".bn." not in n}
     assert all(n.endswith("bias") or ".bn." in n for n in (names[id(p)] for p in plain["params"]))
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
-    tutorial = make_optimizer(TrainConfig(optimizer="adam", weight_decay=1e-4), model)
+    tutorial = make_optimizer(model, lr=1e-3, weight_decay=1e-4, kind="adam")
     assert type(tutorial) is torch.optim.Adam and tutorial.param_groups[0]["weight_decay"] == 1e-4
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="sgd")

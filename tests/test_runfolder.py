@@ -16,21 +16,16 @@ import pytest
 import torch
 
 from us8k_lib import cli
-from us8k_lib.checkpoint import load_checkpoint, load_model
+from us8k_lib.runs.checkpoint import load_checkpoint, load_model
 from us8k_lib.crossval import SUMMARY_JSON, crossval, fold_dir
 from us8k_lib.errors import CheckpointError
 from us8k_lib.predict import Classifier
-from us8k_lib.runfolder import (
-    CHECKPOINT_NAME,
-    HISTORY_NAME,
-    LOCK_NAME,
-    METRICS_NAME,
-    RunExistsError,
-    RunInUseError,
-    RunLock,
-    save_checkpoint,
-)
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.errors import RunExistsError, RunInUseError
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from us8k_lib.runs.lock import LOCK_NAME, RunLock
+from us8k_lib.runs.results import HISTORY_NAME, METRICS_NAME
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +53,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     """Start a process that holds ``folder``'s lock (as a run in progress does) until it is killed."""
-    code = ("import sys, time\nfrom us8k_lib.runfolder import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+    code = ("import sys, time\nfrom us8k_lib.runs.lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
             "print('locked', flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -75,7 +70,7 @@ def test_two_trainings_into_one_folder_the_second_stops_naming_folder_and_holder
     """The repro: a training runs in --out (paused after its first epoch) while a second starts there."""
     out, go = tmp_path / "same", tmp_path / "go"
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom us8k_lib.train import TrainConfig, fit\n"
+        "import sys, time\nfrom pathlib import Path\nfrom us8k_lib.engine.fit import fit\nfrom us8k_lib.recipe import TrainConfig\n"
         "def wait(row):\n    Path(sys.argv[3] + '-paused').touch()\n"
         "    while not Path(sys.argv[3]).exists():\n        time.sleep(0.05)\n"
         "fit(TrainConfig(epochs=2, batch_size=16, lr=3e-3, width=8, seed=0), sys.argv[1], sys.argv[2],"
@@ -167,7 +162,7 @@ def test_an_unfinished_run_continues_only_when_asked(tiny_root: Path, cache_dir:
         fit(config, tiny_root, tmp_path, cache_dir=cache_dir, callback=stop, **QUIET)
     before = _snapshot(tmp_path)
     with pytest.raises(RunExistsError, match=r"unfinished run of these settings \(epoch 1 of 2\)\. Continue it "
-                                             r"with --resume"):
+                                             r"with resume=True"):
         fit(config, tiny_root, tmp_path, cache_dir=cache_dir, **QUIET)
     with pytest.raises(RunExistsError, match="unfinished run with other settings"):
         fit(TrainConfig(**{**SMALL, "epochs": 2, "seed": 5}), tiny_root, tmp_path, cache_dir=cache_dir, **QUIET)
@@ -202,7 +197,7 @@ def test_two_crossvals_into_one_folder(tiny_root: Path, cache_dir: Path, tmp_pat
 
     # Other settings: refused before any fold trains, the choices named.
     with pytest.raises(RunExistsError, match=rf"{fold_dir(out, 1)}: holds a finished run with other settings "
-                                             r"\(epochs=2 \(saved: 1\)\).*--out.*--overwrite"):
+                                             r"\(epochs=2 \(saved: 1\)\).*another run folder \(out\).*\(overwrite=True\)"):
         crossval(TrainConfig(**{**SMALL, "epochs": 2}), tiny_root, folds=[2, 1], out=out, cache_dir=cache_dir,
                  **QUIET)
     assert not (fold_dir(out, 2) / CHECKPOINT_NAME).exists()  # fold 2 came first, and still did not train
@@ -242,7 +237,7 @@ def test_run_files_without_their_checkpoint_are_never_replaced_unasked(
     (fold / CHECKPOINT_NAME).unlink()
     before = _snapshot(fold)
     with pytest.raises(RunExistsError, match=rf"^{fold}: holds run files \(best\.pt, history\.json, metrics\.json, "
-                                             r"predictions\.csv\) but no checkpoint\.pt.*--out.*--overwrite"):
+                                             r"predictions\.csv\) but no checkpoint\.pt.*another run folder \(out\).*\(overwrite=True\)"):
         crossval(TrainConfig(**SMALL), tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
     assert _snapshot(fold) == before
 
@@ -279,7 +274,7 @@ def _results(run: Path) -> tuple[str, str, list[dict]]:
 def test_a_run_killed_while_writing_its_last_files_is_repaired_and_a_finished_one_left_alone(
         tiny_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         val_fold: int | None, killed: str, nth: int) -> None:
-    import us8k_lib.runfolder as runfolder
+    import us8k_lib.runs.files as runfolder
 
     config = TrainConfig(**{**SMALL, "epochs": 2, "val_fold": val_fold})
     fit(config, tiny_root, tmp_path / "whole", cache_dir=cache_dir, **QUIET)
@@ -315,7 +310,7 @@ def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path: Path) -> N
     no temporary stays behind, for a checkpoint and a JSON file alike."""
     code = (
         "import resource, signal, sys\nfrom pathlib import Path\nimport torch\n"
-        "from us8k_lib import cli\nfrom us8k_lib.runfolder import save_checkpoint, write_json\n"
+        "from us8k_lib.cli import data, main\nfrom us8k_lib.runs.checkpoint import save_checkpoint\nfrom us8k_lib.runs.files import write_json\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
         "out = Path(sys.argv[1])\n"
@@ -323,7 +318,7 @@ def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path: Path) -> N
         "    if sys.argv[2] == 'checkpoint':\n"
         "        save_checkpoint(out / 'checkpoint.pt', {'model': torch.zeros(100_000)})\n"
         "    write_json(out / 'metrics.json', list(range(10_000)))\n"
-        "cli._validate = work\nsys.exit(cli.main(['validate']))\n")
+        "data.validate_command = work\nsys.exit(main(['validate']))\n")
     for what, name in (("checkpoint", CHECKPOINT_NAME), ("json", METRICS_NAME)):
         done = subprocess.run([sys.executable, "-c", code, str(tmp_path), what], capture_output=True, text=True,
                               timeout=120)
@@ -339,7 +334,7 @@ def test_the_windows_lock_names_its_holder_in_a_one_line_file(tmp_path: Path,
     import fcntl
     import types
 
-    import us8k_lib.runfolder as runfolder
+    import us8k_lib.runs.lock as runfolder
 
     def locking(fd: int, mode: int, nbytes: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN if mode == msvcrt.LK_UNLCK else fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,24 +11,16 @@ import pytest
 import torch
 
 from us8k_lib import cli
-from us8k_lib.checkpoint import load_checkpoint
+from us8k_lib.runs.checkpoint import load_checkpoint
 from us8k_lib.crossval import SUMMARY_JSON, crossval
 from us8k_lib.errors import CheckpointError, RunMismatchError
 from us8k_lib.predict import Classifier
-from us8k_lib.runfolder import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    METRICS_NAME,
-    RESUMABLE_CHANGES,
-    config_differences,
-    dataset_identity,
-    default_run_dir,
-    load_best,
-    run_status,
-    save_checkpoint,
-    weights_file,
-)
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.runs.checkpoint import BEST_NAME, CHECKPOINT_NAME, save_checkpoint
+from us8k_lib.runs.folder import config_differences, default_run_dir, RESUMABLE_CHANGES, run_status
+from us8k_lib.runs.identity import dataset_identity
+from us8k_lib.runs.results import load_best, METRICS_NAME, weights_file
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +38,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 def test_the_two_datasets_differ_and_their_runs_get_their_own_folders(tiny_root: Path, other_tiny_root: Path) -> None:
-    from us8k_lib.dataset import cache_key
+    from us8k_lib.engine.cache import cache_key
     from us8k_lib.metadata import load_metadata
 
     a = dataset_identity(tiny_root, load_metadata(tiny_root), cache_key(tiny_root, load_metadata(tiny_root)))

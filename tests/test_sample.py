@@ -18,7 +18,7 @@ from us8k_lib import cli, listen, paths
 from us8k_lib.audio import TARGET_LENGTH, format_clip, read_header, read_wav
 from us8k_lib.dataset import US8KDataset
 from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
-from us8k_lib.validate import validate_dataset
+from us8k_lib.datasets.validate import validate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = paths.sample_root()

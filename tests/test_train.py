@@ -17,14 +17,15 @@ from torch.utils.data import DataLoader
 
 from us8k_lib import cli
 from us8k_lib.metadata import CLASSES
-from us8k_lib.checkpoint import load_checkpoint
-from us8k_lib.runfolder import CHECKPOINT_NAME
-from us8k_lib.batches import make_loader
+from us8k_lib.runs.checkpoint import load_checkpoint
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
+from us8k_lib.engine.batches import make_loader
 from us8k_lib.devices import choose_device, decide_amp
 from us8k_lib.errors import CheckpointError
 from us8k_lib.evaluate import evaluate
 from us8k_lib.predict import predict_files
-from us8k_lib.train import TrainConfig, fit
+from us8k_lib.engine.fit import fit
+from us8k_lib.recipe import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -362,7 +363,7 @@ def test_train_command_stops_on_a_bad_clip_or_skips_it_by_name(tiny_root: Path, 
 def test_fit_on_cpu_trains_with_freed_memory_kept(tiny_root: Path, cache_dir: Path, fake_libc) -> None:
     # fit must run its epochs inside allocator.reuse_freed_memory on a CPU (the speed-up P3 of
     # the benchmark measures) and restore glibc's defaults when it returns.
-    from us8k_lib import allocator
+    from us8k_lib.engine import allocator
 
     depth_during_epochs = []
     fit(TrainConfig(epochs=1, **SMALL), tiny_root, cache_dir=cache_dir, progress=False, verbose=False,
@@ -374,20 +375,21 @@ def test_fit_on_cpu_trains_with_freed_memory_kept(tiny_root: Path, cache_dir: Pa
 
 
 def test_fit_stays_a_loop_a_reader_follows() -> None:
-    """fit reads top to bottom: at most 70 lines, docstring included (its parts live in training_setup
-    and runfolder)."""
+    """fit reads top to bottom: at most 70 lines, docstring included (its parts live in engine.parts
+    and runs)."""
     import inspect
 
-    from us8k_lib import train
+    from us8k_lib.engine import fit
 
-    assert len(inspect.getsource(train.fit).splitlines()) <= 70
+    assert len(inspect.getsource(fit.fit).splitlines()) <= 70
 
 
 def test_a_run_is_continued_only_by_as_many_processes_as_trained_it(tiny_root: Path, cache_dir: Path,
                                                                      tmp_path: Path) -> None:
     """Each torchrun rank trains on its share of a batch: continued on another number of processes,
     a run would not end as the uninterrupted one, so it is refused (a finished one is still reported)."""
-    from us8k_lib.runfolder import RunExistsError, save_checkpoint
+    from us8k_lib.errors import RunExistsError
+    from us8k_lib.runs.checkpoint import save_checkpoint
 
     config = TrainConfig(epochs=2, **SMALL)
     with pytest.raises(_Crash):
@@ -412,7 +414,7 @@ def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_data
     with validation fold 10), and the command printed on Ctrl-C continues the run as it is."""
     import shlex
 
-    import us8k_lib.train_command as train_command
+    import us8k_lib.cli.train as train_command
     from us8k_lib.crossval import crossval, fold_dir
 
     out = tmp_path / "run"
@@ -451,11 +453,11 @@ def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_data
     assert cli.main([*resume, "--val-fold", "2"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --resume continues the checkpoint's settings (test fold 1, validation fold 10, ")
-    assert "val_fold 2 is also a training fold" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "--val-fold 2 is also a training fold" in err and err.count("\n") == 1 and "Traceback" not in err
     assert cli.main([*resume, "--seed", "7"]) == 1
     err = capsys.readouterr().err
     assert "cannot resume with a different config: seed=7 (saved: 3)" in err
-    assert "--overwrite in place of --resume" in err and "or --overwrite (overwrite=True)" not in err
+    assert "--overwrite instead of --resume" in err and "replace this one (--overwrite)" not in err
 
 
 def test_a_diverging_run_stops_naming_the_epoch_before_saving_it(tiny_root: Path, data_dir: Path, tmp_path: Path,
@@ -464,8 +466,8 @@ def test_a_diverging_run_stops_naming_the_epoch_before_saving_it(tiny_root: Path
     and no checkpoint of NaN weights (nor a JSON error about NaN) left behind."""
     from us8k_lib.errors import US8KError
 
-    with pytest.raises(US8KError, match=r"^epoch 1: the training loss is (nan|inf).*lower learning rate than "
-                                        r"1e\+20 \(--lr"):
+    with pytest.raises(US8KError, match=r"^epoch 1: the training loss is (nan|inf).*lower learning rate \(lr\) "
+                                        r"than 1e\+20"):
         fit(TrainConfig(epochs=2, **{**SMALL, "lr": 1e20}, scheduler="constant"), tiny_root, tmp_path / "fit",
             cache_dir=data_dir / "cache", progress=False, verbose=False)
     assert not (tmp_path / "fit").exists()  # nothing written, so the folder the run made is gone again

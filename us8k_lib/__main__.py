@@ -2,6 +2,6 @@
 
 import sys
 
-from us8k_lib.cli import main
+from us8k_lib.cli.parser import main
 
 sys.exit(main())

@@ -92,9 +92,7 @@ from us8k_lib.augment_settings import (  # noqa: F401 - the settings, re-exporte
     SPEED_RESOLUTION,
     SPEED_STEPS,
     WINDOW_SECONDS,
-    _problems,
-    add_augment_arguments,
-    augment_overrides,
+    augment_problems,
     validate_augment_fields,
 )
 
@@ -346,7 +344,7 @@ class Augmenter:
                  aug_noise: float = 0.0, aug_mixup: float = 0.0) -> None:
         self.settings = {"aug_shift": float(aug_shift), "aug_speed": float(aug_speed), "aug_mask": float(aug_mask),
                          "aug_noise": float(aug_noise), "aug_mixup": float(aug_mixup)}
-        problems = _problems(self.settings)
+        problems = augment_problems(self.settings)
         if not isinstance(sr, int) or sr <= 0:
             problems.append(f"sr must be a positive integer, got {sr!r}")
         if not isinstance(n_classes, int) or n_classes < 2:

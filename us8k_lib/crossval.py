@@ -8,7 +8,7 @@ weights are kept; the model trains on the remaining eight. The test fold is eval
 epoch so the learning curves can be drawn, but it never chooses anything.
 
 The output folder (by default ``runs/crossval-MODEL-DATASET``) holds one run folder per test fold
-(``fold01/`` ...; see :mod:`us8k_lib.runfolder`) and, once every fold is done, ``summary.json``,
+(``fold01/`` ...; see :mod:`us8k_lib.runs.folder`) and, once every fold is done, ``summary.json``,
 ``summary.csv`` and ``confusion.csv``. The folder is locked while the command runs (a second
 cross-validation into it stops at once, naming the holder). A finished fold of the same settings
 and dataset is skipped on a rerun and an interrupted one resumes from its checkpoint; a fold of
@@ -23,10 +23,9 @@ Used by notebooks 6, 7 and 8 and by ``python -m us8k_lib crossval``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,26 +33,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from us8k_lib.errors import SettingsError, US8KError, failure_line
+from us8k_lib.engine.cache import build_cache
+from us8k_lib.engine.fit import fit
+from us8k_lib.engine.parts import DataSource
+from us8k_lib.errors import US8KError
+from us8k_lib.folds import FOLDS, fold_roles
 from us8k_lib.metadata import CLASSES
 from us8k_lib.model import display_name
-from us8k_lib.recipe import TrainConfig
-from us8k_lib.runfolder import (
-    DatasetIdentity,
-    default_run_dir,
-    locked,
-    plan,
-    read_results,
-    weights_file,
-    write_atomic,
-    write_json,
-)
-from us8k_lib.train import fit
-from us8k_lib.training_setup import DataSource
+from us8k_lib.recipe import TrainConfig, recipe_line
+from us8k_lib.runs.files import write_json, write_text
+from us8k_lib.runs.folder import CONFUSION_CSV, SUMMARY_CSV, SUMMARY_JSON, check_kind, default_run_dir, fold_dir, plan, run_status
+from us8k_lib.runs.identity import DatasetIdentity
+from us8k_lib.runs.lock import locked
+from us8k_lib.runs.results import read_results, weights_file
 
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
-CONFUSION_CSV = "confusion.csv"
 COMPARISON_CSV = "comparison.csv"
 #: Columns of :attr:`CrossValResult.folds` (and the per-fold rows of summary.csv).
 FOLD_COLUMNS = ["test_fold", "val_fold", "n_test", "selected_epoch", "val_acc", "test_acc", "test_acc_last",
@@ -78,7 +71,7 @@ class CrossValResult:
             (index: test fold; columns: class names; NaN where a fold has no clip of the class).
         dataset_folds: the folds the dataset has.
         out: the output folder.
-        dataset: the identity of the dataset every fold ran on (:class:`us8k_lib.runfolder.DatasetIdentity`).
+        dataset: the identity of the dataset every fold ran on (:class:`us8k_lib.runs.identity.DatasetIdentity`).
     """
 
     model: str
@@ -93,7 +86,7 @@ class CrossValResult:
     def fold_model(self, test_fold: int) -> Any:
         """Return the model one fold reported (its validation-selected epoch), on CPU in eval mode.
         Used by notebook 8."""
-        from us8k_lib.checkpoint import load_model
+        from us8k_lib.runs.checkpoint import load_model
 
         return load_model(weights_file(fold_dir(self.out, test_fold))[0])
 
@@ -138,7 +131,7 @@ class CrossValResult:
             "n_folds": len(self.folds),
             "dataset": None if self.dataset is None else self.dataset.to_dict(),
             "dataset_folds": self.dataset_folds,
-            "missing_official_folds": [f for f in range(1, 11) if f not in self.dataset_folds],
+            "missing_official_folds": [f for f in FOLDS if f not in self.dataset_folds],
             "mean": self.mean, "std": self.std,
             "mean_last_epoch": self.mean_last, "std_last_epoch": _std(self.folds["test_acc_last"]),
             "mean_best_epoch_on_test_fold": self.mean_best_on_test,
@@ -149,146 +142,32 @@ class CrossValResult:
         }
 
 
-def parse_folds(text: str | None) -> list[int] | None:
-    """Parse ``--folds`` (``"1-3"``, ``"1,4,7"``, ``"1-3,10"``) into sorted fold numbers; None stays None."""
-    if text is None:
-        return None
-    folds: set[int] = set()
-    try:
-        for part in text.split(","):
-            a, _, b = part.strip().partition("-")
-            lo, hi = int(a), int(b) if b else int(a)
-            if lo > hi:
-                raise ValueError
-            folds.update(range(lo, hi + 1))
-    except ValueError:
-        raise ValueError(f"--folds {text!r}: expected folds like 1-3 or 1,4,7") from None
-    if not folds or any(not 1 <= f <= 10 for f in folds):
-        raise ValueError(f"--folds {text!r}: folds are numbered 1-10")
-    return sorted(folds)
+@dataclass
+class FoldTask:
+    """One test fold of a cross-validation, checked before anything trains.
 
-
-def fold_roles(dataset_folds: Sequence[int], test_fold: int) -> tuple[int, list[int]]:
-    """Return (validation fold, training folds) for ``test_fold``: validation is the previous fold, cyclically.
-
-    Raises:
-        ValueError: if the dataset has fewer than three folds (train, validation and test).
+    Attributes:
+        config: the fold's settings (its test, validation and training folds set).
+        run: its run folder (:func:`fold_dir`).
+        action: what :func:`us8k_lib.runs.folder.plan` decided: ``"new"``, ``"resume"``,
+            ``"finished"`` (skipped) or ``"overwrite"``.
     """
-    folds = sorted(int(f) for f in dataset_folds)
-    if len(folds) < 3:
-        raise SettingsError(f"cross-validation needs at least 3 folds (train, validation, test); the dataset has {folds}")
-    i = folds.index(test_fold)
-    val = folds[i - 1]
-    return val, [f for f in folds if f not in (test_fold, val)]
+
+    config: TrainConfig
+    run: Path
+    action: str
 
 
-def fold_dir(out: Path, test_fold: int) -> Path:
-    """Return the run folder of one test fold inside a cross-validation folder."""
-    return Path(out) / f"fold{test_fold:02d}"
+#: What trains a cross-validation's folds: called with the folds of this process, the dataset and
+#: :func:`run_fold`'s keyword arguments. :func:`run_in_turn` by default; the command line's
+#: ``--jobs`` passes :class:`us8k_lib.engine.jobs.SideBySide`.
+Runner = Callable[[list[FoldTask], DataSource, dict[str, Any]], None]
 
 
-def crossval(config: TrainConfig | None = None, root: str | Path | None = None, folds: Sequence[int] | None = None,
-             out: str | Path | None = None, *, overwrite: bool = False, cache_dir: str | Path | None = None,
-             skip_bad: bool = False, progress: bool = True, verbose: bool = True, jobs: int = 1,
-             sources: Mapping[str, str] | None = None, show_recipe: bool = True) -> CrossValResult:
-    """Cross-validate ``config.model`` over the official folds, choosing each fold's epoch on validation.
-
-    The output folder is locked for the command's life, and before anything trains every fold's
-    run folder is checked (:func:`us8k_lib.runfolder.plan`): a finished fold of the same settings
-    and dataset is skipped, an unfinished one resumed; a fold of other settings or of **another
-    dataset** stops the run with an error naming the choices (nothing is overwritten), unless
-    ``overwrite`` asks to train every fold again.
-
-    Args:
-        config: training settings shared by every fold (its ``test_fold``, ``val_fold`` and
-            ``train_folds`` are set per fold); default ``TrainConfig()``.
-        root: UrbanSound8K folder (or parent); default :func:`us8k_lib.paths.resolve_root`.
-        folds: test folds to run (default: every fold the dataset has).
-        out: output folder (default ``runs/crossval-MODEL-DATASET``, see
-            :func:`us8k_lib.runfolder.default_run_dir`).
-        overwrite: replace the runs already in ``out`` (every fold asked for is trained again).
-        cache_dir: preprocessing cache folder; one cache serves every fold.
-        skip_bad, progress, verbose: as for :func:`us8k_lib.train.fit`.
-        jobs: train this many folds side by side, each in its own process on this machine's
-            device (one GPU is shared by all; several GPUs are used in turn). Every fold is the
-            same run as in one process, so the numbers are the same (tested on a CPU).
-        sources, show_recipe: for the recipe line printed first (see :func:`us8k_lib.train.fit`).
-
-    Returns:
-        A :class:`CrossValResult` over the folds run (on every rank under torchrun).
-
-    Used by notebooks 6-8 and ``python -m us8k_lib crossval``.
-    """
-    from us8k_lib import distributed as dist
-
-    config = config or TrainConfig()
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    if jobs > 1 and dist.world_size() > 1:
-        raise SettingsError("jobs > 1 runs folds side by side in one command; under torchrun the ranks already do "
-                            "(use one or the other)")
-    main = dist.is_main()
-    fold_verbose = verbose  # every rank reports the folds it trains
-    verbose = verbose and main
-    source = DataSource.open(root, verbose=verbose)  # once: every fold gets it
-    dataset_folds = source.folds
-    wanted = list(dataset_folds) if folds is None else sorted(int(f) for f in folds)
-    absent = [f for f in wanted if f not in dataset_folds]
-    if absent:
-        raise US8KError(f"{source.root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
-    roles = {test_fold: fold_roles(dataset_folds, test_fold) for test_fold in wanted}  # before the folder is made
-    out = Path(out) if out is not None else default_run_dir("crossval", config.model, source.root)
-    with locked(out, main, ranks_together=True):
-        if verbose:
-            _announce(config, sources, show_recipe, dataset_folds, wanted, jobs, out)
-        identity = source.identity(dataset_folds)
-        tasks = []
-        for test_fold in wanted:  # every fold checked first: nothing trains if one is refused
-            val_fold, train_folds = roles[test_fold]
-            fold_config = dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold,
-                                              train_folds=tuple(train_folds))
-            run = fold_dir(out, test_fold)
-            tasks.append((fold_config, run, plan(run, fold_config.to_dict(), identity, resume=False, overwrite=overwrite,
-                                                 continue_unfinished=True)))
-        # One cache for every fold: built once, on one rank, before anybody trains.
-        if main:
-            from us8k_lib.dataset import build_cache
-
-            build_cache(source.root, source.metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
-        dist.barrier()
-        kwargs = dict(cache_dir=cache_dir, skip_bad=skip_bad, verbose=fold_verbose, sources=sources)
-        mine = tasks[dist.rank()::dist.world_size()]
-        if jobs > 1:
-            _run_side_by_side(mine, jobs, source, kwargs)
-        else:
-            for fold_config, run, action in mine:
-                _run_fold(fold_config, source, run, action, progress=progress and dist.world_size() == 1, **kwargs)
-        rows = [_fold_row(run) for _, run, _ in mine]
-        gathered = [r for part in dist.all_gather_objects(rows) for r in part]
-        result = _summarize(config.model, gathered, dataset_folds, out, identity)
-        if main:
-            _write_summary(result, config)
-        dist.barrier()
-    return result
-
-
-def _announce(config: TrainConfig, sources: Mapping[str, str] | None, show_recipe: bool, dataset_folds: list[int],
-              wanted: list[int], jobs: int, out: Path) -> None:
-    from us8k_lib import distributed as dist
-    from us8k_lib.recipe import recipe_line
-
-    if show_recipe:
-        print(recipe_line(config, sources))
-    if dataset_folds != list(range(1, 11)):
-        print(f"This dataset has folds {dataset_folds}, not all ten official ones: "
-              f"cross-validating over the folds it has.")
-    side = f", {jobs} side by side" if jobs > 1 else ""
-    print(f"Cross-validating {display_name(config.model)} over test folds {wanted} "
-          f"({dist.world_size()} rank(s){side}); runs in {out}")
-
-
-def _run_fold(config: TrainConfig, source: DataSource, run: Path, action: str, **kwargs: Any) -> None:
-    """Train one fold, resume it, start it over, or skip it when it is finished (``action`` from plan)."""
+def run_fold(task: FoldTask, source: DataSource, **kwargs: Any) -> None:
+    """Train one fold, resume it, start it over, or skip it when it is finished (``task.action``);
+    ``kwargs`` go to :func:`us8k_lib.engine.fit.fit`."""
+    config, run, action = task.config, task.run, task.action
     tag = f"[test fold {config.test_fold}, validation fold {config.val_fold}]"
     if action == "finished":
         if kwargs["verbose"]:
@@ -301,97 +180,111 @@ def _run_fold(config: TrainConfig, source: DataSource, run: Path, action: str, *
         show_recipe=False, **kwargs)
 
 
-class _Prefixed:
-    """A text stream that starts every line with a prefix (the fold a side-by-side job trains)."""
-
-    def __init__(self, stream: Any, prefix: str) -> None:
-        self.stream, self.prefix, self.at_start = stream, prefix, True
-
-    def write(self, text: str) -> int:
-        for piece in text.splitlines(keepends=True):
-            if self.at_start:
-                self.stream.write(self.prefix)
-            self.stream.write(piece)
-            self.at_start = piece.endswith("\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
+def run_in_turn(tasks: list[FoldTask], source: DataSource, kwargs: dict[str, Any]) -> None:
+    """The default :data:`Runner`: train the folds one after the other in this process."""
+    for task in tasks:
+        run_fold(task, source, **kwargs)
 
 
-def _job(tasks: list[tuple[TrainConfig, Path, str]], source: DataSource, kwargs: dict[str, Any], threads: int) -> None:
-    """One side-by-side job (a process of its own): train its folds one after the other.
+def crossval(config: TrainConfig | None = None, root: str | Path | None = None, folds: Sequence[int] | None = None,
+             out: str | Path | None = None, *, overwrite: bool = False, cache_dir: str | Path | None = None,
+             skip_bad: bool = False, progress: bool = True, verbose: bool = True, runner: Runner | None = None,
+             sources: Mapping[str, str] | None = None, show_recipe: bool = True) -> CrossValResult:
+    """Cross-validate ``config.model`` over the official folds, choosing each fold's epoch on validation.
 
-    An expected failure (a fold folder in use, a file that cannot be written, Ctrl-C) ends the job
-    with one ``error: [fold N] ...`` line on stderr and a non-zero exit code, as the command line
-    words it, instead of multiprocessing's traceback; the parent then reports the failed job.
+    The output folder is locked for the call's life, and before anything trains every fold's
+    run folder is checked (:func:`us8k_lib.runs.folder.plan`): a finished fold of the same settings
+    and dataset is skipped, an unfinished one resumed; a fold of other settings or of **another
+    dataset** stops the run with an error naming the choices (nothing is overwritten), unless
+    ``overwrite`` asks to train every fold again.
+
+    Args:
+        config: training settings shared by every fold (its ``test_fold``, ``val_fold`` and
+            ``train_folds`` are set per fold); default ``TrainConfig()``.
+        root: UrbanSound8K folder (or parent); default :func:`us8k_lib.paths.resolve_root`.
+        folds: test folds to run (default: every fold the dataset has).
+        out: output folder (default ``runs/crossval-MODEL-DATASET``, see
+            :func:`us8k_lib.runs.folder.default_run_dir`).
+        overwrite: replace the runs already in ``out`` (every fold asked for is trained again).
+        cache_dir: preprocessing cache folder; one cache serves every fold.
+        skip_bad, progress, verbose: as for :func:`us8k_lib.engine.fit.fit`.
+        runner: what trains the folds (:data:`Runner`; default :func:`run_in_turn`).
+        sources, show_recipe: for the recipe line printed first (see :func:`us8k_lib.engine.fit.fit`).
+
+    Returns:
+        A :class:`CrossValResult` (on every rank under torchrun) over every finished fold of these
+        settings and dataset in ``out``: the folds asked for, and any that an earlier call into the
+        same folder finished (``summary.json`` holds the same).
+
+    Used by notebooks 6-8 and ``python -m us8k_lib crossval``.
     """
-    import sys
+    from us8k_lib.engine import distributed as dist
 
-    import torch
+    config = config or TrainConfig()
+    main = dist.is_main()
+    fold_verbose = verbose  # every rank reports the folds it trains
+    verbose = verbose and main
+    source = DataSource.open(root, verbose=verbose)  # once: every fold gets it
+    dataset_folds = source.folds
+    wanted = list(dataset_folds) if folds is None else sorted(int(f) for f in folds)
+    absent = [f for f in wanted if f not in dataset_folds]
+    if absent:
+        raise US8KError(f"{source.root}: no clips in fold(s) {absent}; this dataset has folds {dataset_folds}")
+    configs = {f: fold_config(config, dataset_folds, f) for f in dataset_folds if len(dataset_folds) >= 3}
+    for test_fold in wanted:  # before the folder is made: a dataset of too few folds is refused here
+        fold_roles(dataset_folds, test_fold)
+    out = Path(out) if out is not None else default_run_dir("crossval", config.model, source.root)
+    with locked(out, main, ranks_together=True):
+        if main:
+            check_kind(out, "crossval")
+        if verbose:
+            _announce(config, sources, show_recipe, dataset_folds, wanted, out)
+        identity = source.identity(dataset_folds)
+        tasks = [FoldTask(configs[f], fold_dir(out, f), plan(fold_dir(out, f), configs[f].to_dict(), identity,
+                                                             resume=False, overwrite=overwrite, continue_unfinished=True))
+                 for f in wanted]  # every fold checked first: nothing trains if one is refused
+        # One cache for every fold: built once, on one rank, before anybody trains.
+        if main:
+            build_cache(source.root, source.metadata, cache_dir=cache_dir, skip_bad=skip_bad, progress=progress)
+        dist.barrier()
+        mine = tasks[dist.rank()::dist.world_size()]
+        kwargs = dict(cache_dir=cache_dir, skip_bad=skip_bad, verbose=fold_verbose, sources=sources,
+                      progress=progress and dist.world_size() == 1)
+        (runner or run_in_turn)(mine, source, kwargs)
+        rows = [_fold_row(task.run) for task in mine]
+        if main:  # folds an earlier call into this folder finished with the same settings count too
+            earlier = [f for f in configs if f not in wanted
+                       and run_status(fold_dir(out, f), configs[f].to_dict(), identity) == "finished"]
+            rows += [_fold_row(fold_dir(out, f)) for f in earlier]
+            if earlier and verbose:
+                print(f"The summary also counts test fold(s) {earlier}, finished before in {out} with the same "
+                      "settings and dataset.")
+        gathered = [r for part in dist.all_gather_objects(rows) for r in part]
+        result = _summarize(config.model, gathered, dataset_folds, out, identity)
+        if main:
+            _write_summary(result, config)
+        dist.barrier()
+    return result
 
-    torch.set_num_threads(threads)
-    stdout = sys.stdout
-    for fold_config, run, action in tasks:
-        sys.stdout = _Prefixed(stdout, f"[fold {fold_config.test_fold}] ")
-        try:
-            _run_fold(fold_config, source, run, action, progress=False, **kwargs)
-        except KeyboardInterrupt:
-            print(f"error: [fold {fold_config.test_fold}] interrupted", file=sys.stderr)
-            sys.exit(130)
-        except (US8KError, OSError) as exc:
-            line = failure_line(exc)
-            if line is None:
-                raise  # not the user's to fix: its traceback kept, as the command line does
-            print(f"error: [fold {fold_config.test_fold}] {line}", file=sys.stderr)
-            sys.exit(1)
-        finally:
-            sys.stdout.flush()
-            sys.stdout = stdout
+
+def fold_config(config: TrainConfig, dataset_folds: Sequence[int], test_fold: int) -> TrainConfig:
+    """Return ``config`` with the folds of ``test_fold``'s run set: validation on the fold before it
+    (:func:`us8k_lib.metadata.fold_roles`), training on the others."""
+    val_fold, train_folds = fold_roles(dataset_folds, test_fold)
+    return dataclasses.replace(config, test_fold=test_fold, val_fold=val_fold, train_folds=tuple(train_folds))
 
 
-def _run_side_by_side(tasks: list[tuple[TrainConfig, Path, str]], jobs: int, source: DataSource,
-                      kwargs: dict[str, Any]) -> None:
-    """Run the folds in ``jobs`` processes at once (fold k goes to job k mod jobs) and wait for all.
+def _announce(config: TrainConfig, sources: Mapping[str, str] | None, show_recipe: bool, dataset_folds: list[int],
+              wanted: list[int], out: Path) -> None:
+    from us8k_lib.engine import distributed as dist
 
-    Each job is a fresh process (``spawn``: CUDA cannot be forked), so it pays the import of torch
-    once. On a CPU the cores are shared out (torch threads per job); with several GPUs visible,
-    job j gets GPU j mod count, through ``CUDA_VISIBLE_DEVICES``. Each fold's run folder is
-    locked by the job that trains it.
-    """
-    import multiprocessing
-    import os
-
-    import torch
-
-    from us8k_lib.devices import choose_device
-
-    device = choose_device(tasks[0][0].device) if tasks else torch.device("cpu")
-    gpus = torch.cuda.device_count() if device.type == "cuda" and device.index is None else 0
-    threads = max(1, torch.get_num_threads() // jobs) if device.type == "cpu" else torch.get_num_threads()
-    ctx = multiprocessing.get_context("spawn")
-    processes = []
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        for j in range(min(jobs, len(tasks))):
-            if gpus > 1:  # read by the child when it starts (the parent's own CUDA is unaffected)
-                os.environ["CUDA_VISIBLE_DEVICES"] = str(j % gpus)
-            p = ctx.Process(target=_job, args=(tasks[j::jobs], source, kwargs, threads), name=f"us8k-fold-job-{j}")
-            p.start()
-            processes.append(p)
-    finally:
-        if saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = saved
-    failed = []
-    for p in processes:
-        p.join()
-        if p.exitcode != 0:
-            failed.append(f"{p.name} (exit code {p.exitcode})")
-    if failed:
-        raise US8KError(f"side-by-side fold job(s) failed: {', '.join(failed)}; their errors are printed above. "
-                        "Run the same command again: finished folds are skipped, interrupted ones resumed")
+    if show_recipe:
+        print(recipe_line(config, sources))
+    if dataset_folds != list(FOLDS):
+        print(f"This dataset has folds {dataset_folds}, not all ten official ones: "
+              f"cross-validating over the folds it has.")
+    print(f"Cross-validating {display_name(config.model)} over test folds {wanted} "
+          f"({dist.world_size()} rank(s)); runs in {out}")
 
 
 def _fold_row(run: Path) -> dict[str, Any]:
@@ -438,10 +331,10 @@ def _write_summary(result: CrossValResult, config: TrainConfig) -> None:
     stats.insert(1, "val_fold", ["", ""])
     csv = pd.concat([table.astype({"test_fold": str, "val_fold": str}), stats], ignore_index=True).to_csv(
         index=False, float_format="%.6g")
-    write_atomic(result.out / SUMMARY_CSV, lambda f: f.write(csv), mode="w")
+    write_text(result.out / SUMMARY_CSV, csv)
     confusion = pd.DataFrame(result.confusion, index=pd.Index(result.per_class.index, name="true"),
                              columns=result.per_class.index).to_csv()
-    write_atomic(result.out / CONFUSION_CSV, lambda f: f.write(confusion), mode="w")
+    write_text(result.out / CONFUSION_CSV, confusion)
 
 
 def _std(values: pd.Series) -> float:
@@ -510,65 +403,3 @@ def comparison_verdict(results: Sequence[CrossValResult]) -> str:
     return "\n".join(lines)
 
 
-def _write_comparison(path: Path, table: pd.DataFrame) -> None:
-    csv = table.to_csv(float_format="%.6g")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: f.write(csv), mode="w")
-
-
-def crossval_command(args: argparse.Namespace) -> int:
-    """``python -m us8k_lib crossval``: cross-validate, write the summary, print the result line last.
-
-    ``--model a,b`` cross-validates each model in turn over the same folds (each in its own
-    folder, as if run alone), then prints and writes a comparison table, and ends with one result
-    line per model.
-    """
-    from us8k_lib import distributed as dist
-    from us8k_lib.devices import choose_device
-    from us8k_lib.model import parse_model_name
-    from us8k_lib.paths import choose_root, dataset_name
-    from us8k_lib.recipe import config_from_args, recipe_line
-
-    models = [parse_model_name(m) for m in (args.model or "m5").split(",") if m.strip()]
-    if len(set(models)) != len(models):
-        raise ValueError(f"--model {args.model!r}: a model is listed twice")
-    folds = parse_folds(args.folds)
-    root, where = choose_root(args.root)
-    results = []
-    with dist.process_group(choose_device("auto" if args.device is None else args.device)):
-        main = dist.is_main()
-        for model in models:
-            config, sources, note = config_from_args(args, root, model=model)
-            if main:
-                print(f"{recipe_line(config, sources)}; {note}")
-                if model == models[0]:
-                    print(where)
-            out = args.out
-            if out is not None and len(models) > 1:
-                out = Path(out) / model
-            results.append(crossval(config, root=root, folds=folds, out=out, overwrite=args.overwrite,
-                                    skip_bad=args.skip_bad, jobs=args.jobs, sources=sources, show_recipe=False))
-    if not main:
-        return 0
-    for result in results:
-        table = result.folds[["test_fold", "val_fold", "selected_epoch", "test_acc", "test_acc_last",
-                              "best_test_epoch", "best_test_acc"]]
-        print(f"{display_name(result.model)}:")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"last epoch instead of the selected one: {result.mean_last:.3f}; "
-              f"best epoch picked on the test fold (optimistic, not a result): {result.mean_best_on_test:.3f}")
-        print(f"summary: {result.out / SUMMARY_JSON}, {result.out / SUMMARY_CSV}, {result.out / CONFUSION_CSV}")
-    missing = [f for f in range(1, 11) if f not in results[0].dataset_folds]
-    if missing:
-        print(f"note: the dataset has no fold(s) {missing}, so this is not the official 10-fold protocol")
-    if len(results) > 1:
-        table = comparison_table(results)
-        path = (Path(args.out) if args.out is not None else Path("runs")
-                / f"compare-{'-'.join(models)}-{dataset_name(root)}") / COMPARISON_CSV
-        _write_comparison(path, table)
-        print("side by side (test accuracy at the epoch each validation fold selected):")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-        print(f"comparison: {path}")
-    for result in results:
-        print(result.summary_line())
-    return 0

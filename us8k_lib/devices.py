@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from us8k_lib.distributed import launched_by_torchrun, local_rank
+from us8k_lib.engine.distributed import launched_by_torchrun, local_rank
 
 
 def choose_device(preference: str = "auto") -> torch.device:

@@ -3,12 +3,49 @@
 Every error a learner can trigger with bad data or settings derives from :class:`US8KError`, so a
 notebook or command can catch one type (the command line prints it as one ``error:`` line, exit
 1). A message about a file or folder starts with its path; one about settings
-(:class:`SettingsError`) names the setting.
+(:class:`SettingsError`) names the setting, as :func:`setting` words it: by its Python name in a
+notebook (``lr``, ``overwrite=True``), by its flag on the command line (``--lr``, ``--overwrite``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
+
+#: True while the command line runs: errors then name settings by their flags.
+_SPEAK_FLAGS: ContextVar[bool] = ContextVar("us8k_speak_flags", default=False)
+
+
+def setting(name: str, value: Any = None) -> str:
+    """Return how an error names the setting ``name`` (with ``value``, for an on/off setting or an
+    example): ``lr``, ``overwrite=True`` from Python; ``--lr``, ``--overwrite`` on the command line."""
+    if _SPEAK_FLAGS.get():
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None or value is True else f"{flag} {value}"
+    return name if value is None else f"{name}={value!r}"
+
+
+@contextmanager
+def speaking_flags() -> Iterator[None]:
+    """Within this block, errors name settings by their command-line flags (:func:`setting`).
+    Used by :mod:`us8k_lib.cli.parser` and the processes of ``crossval --jobs``."""
+    token = _SPEAK_FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _SPEAK_FLAGS.reset(token)
+
+
+def run_folder_choices(resume: bool = False) -> str:
+    """Return the choices an error offers when a run folder holds a run that must not be replaced
+    (``resume``: for a run asked to continue one)."""
+    if resume:
+        return (f"Choose another run folder ({setting('out')}) for a new run, or replace this one: "
+                f"{setting('overwrite', True)} instead of {setting('resume', True)}")
+    return f"Choose another run folder ({setting('out')}), or replace this one ({setting('overwrite', True)})"
 
 
 class US8KError(Exception):
@@ -72,6 +109,13 @@ class TorchaudioLoadError(US8KError, ImportError):
 class RunMismatchError(CheckpointError):
     """A run folder holds a run on another dataset: resuming or skipping it would report that
     dataset's numbers as this one's (the message names both datasets)."""
+
+
+class RunInUseError(US8KError):
+    """Another process holds the run folder's lock (the message names the folder and the holder)."""
+
+class RunExistsError(CheckpointError):
+    """The folder holds a run this one must not replace unasked (the message names the choices)."""
 
 
 class DiskSpaceError(US8KError):

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
-from us8k_lib.batches import DeviceBatches, make_loader
+from us8k_lib.engine.batches import DeviceBatches, make_loader
 from us8k_lib.devices import autocast
-from us8k_lib.distributed import all_gather_objects, shard
-from us8k_lib.distributed import is_active as dist_is_active
+from us8k_lib.engine.distributed import all_gather_objects, shard
+from us8k_lib.engine.distributed import is_active as dist_is_active
 from us8k_lib.metadata import CLASSES
 
 
@@ -80,7 +80,7 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
             clips, each counted exactly once (needs a dataset, not a DataLoader).
         classes: class names, index = classID.
         data_path: ``"loader"`` (a DataLoader over the dataset) or ``"device"`` (batches gathered
-            from a copy of its cache in device memory, :class:`us8k_lib.batches.DeviceBatches`):
+            from a copy of its cache in device memory, :class:`us8k_lib.engine.batches.DeviceBatches`):
             the same batches, so the same result.
 
     Returns:

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from us8k_lib.errors import DatasetNotFoundError, MetadataError
-from us8k_lib.layout import METADATA_RELPATH, normalize_root
+from us8k_lib.folds import FOLDS
+from us8k_lib.datasets.layout import METADATA_RELPATH, normalize_root
 
 #: The 10 class names; the index is the ``classID``.
 CLASSES: tuple[str, ...] = (
@@ -38,7 +39,6 @@ CLASSES: tuple[str, ...] = (
 COLUMNS: tuple[str, ...] = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
 #: Columns of the shipped per-clip checksum table.
 CHECKSUM_COLUMNS: tuple[str, ...] = ("slice_file_name", "fold", "size", "md5", "sha256")
-FOLDS: tuple[int, ...] = tuple(range(1, 11))
 #: Length of a full slice; shorter clips are zero-padded to this length before training.
 CLIP_SECONDS = 4.0
 # The CSV's float artefacts make full 4 s slices measure 3.9999999999999996 s (end - start).

@@ -12,7 +12,7 @@ dataset folder (:func:`sample_root`). Wherever a root is given (``--root``, ``US
 to be called ``sample`` is reached as ``./sample``.
 
 The folder layout itself (the metadata's place, the sample, the data folder, the mini dataset's
-marker) is :mod:`us8k_lib.layout`, re-exported here; this module adds the choice of a dataset,
+marker) is :mod:`us8k_lib.datasets.layout`, re-exported here; this module adds the choice of a dataset,
 generating the mini one when there is none, and the disk-space check.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from us8k_lib.errors import DiskSpaceError
-from us8k_lib.layout import (  # noqa: F401 - the layout's names are part of this module's interface
+from us8k_lib.datasets.layout import (  # noqa: F401 - the layout's names are part of this module's interface
     DATASET_DIRNAME,
     MARKER_NAME,
     METADATA_RELPATH,
@@ -55,7 +55,7 @@ def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
     elif (project_data_dir() / DATASET_DIRNAME / METADATA_RELPATH).is_file():
         found, why = (project_data_dir() / DATASET_DIRNAME).resolve(), "the downloaded dataset in the data folder"
     else:
-        from us8k_lib.mini import make_mini  # late: synthesis and pandas are only needed here
+        from us8k_lib.datasets.mini import make_mini  # late: synthesis and pandas are only needed here
 
         found = make_mini(project_data_dir() / "mini", seed=MINI_SEED)
         return found, ("Using the generated mini dataset (no real UrbanSound8K found). For the real data: "
@@ -105,7 +105,7 @@ def dataset_name(root: str | Path) -> str:
     ``"mini-tiny"``, ``"mini-medium-seed3"`` ... for other sizes and seeds; otherwise the folder's
     own name (``"UrbanSound8K"`` for the download). Two datasets can share a name (two copies of
     the real data): a run folder also records its dataset's identity, which is what resuming and
-    skipping check (:mod:`us8k_lib.runfolder`). Used by notebooks 6-8 and the ``train`` and
+    skipping check (:mod:`us8k_lib.runs.folder`). Used by notebooks 6-8 and the ``train`` and
     ``crossval`` commands.
     """
     if is_sample(root):
@@ -149,7 +149,7 @@ def check_free_space(folder: str | Path, needs: list[tuple[str, int]], *,
         DiskSpaceError: naming the folder, what is needed (and for what) and what is free.
 
     Used by ``download`` (before the first byte and before extracting) and by the cache build
-    (:func:`us8k_lib.dataset.build_cache`).
+    (:func:`us8k_lib.engine.cache.build_cache`).
     """
     folder = Path(folder)
     free = shutil.disk_usage(existing_ancestor(folder)).free

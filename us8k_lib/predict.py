@@ -15,9 +15,7 @@ Used by notebook 5 (through :mod:`us8k_lib.real_sounds`) and by the ``predict`` 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,11 @@ import soundfile as sf
 import torch
 
 from us8k_lib import audio
-from us8k_lib.checkpoint import load_checkpoint, load_model
+from us8k_lib.runs.checkpoint import load_checkpoint, load_model
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES
-from us8k_lib.runfolder import weights_file, write_json
-from us8k_lib.validate import SILENCE_PEAK  # a window quieter than a silent clip (-80 dBFS) is not classified
+from us8k_lib.runs.results import weights_file
+from us8k_lib.datasets.validate import SILENCE_PEAK  # a window quieter than a silent clip (-80 dBFS) is not classified
 
 #: File name endings ``predict`` picks up inside folders: the containers libsndfile decodes.
 #: A file named explicitly is tried whatever its name.
@@ -260,7 +258,7 @@ class Classifier:
     def from_checkpoint(cls, checkpoint: str | Path) -> Classifier:
         """Return a classifier for the model in ``checkpoint``: a checkpoint file, or a run folder
         (its ``best.pt`` when it has one, the weights whose numbers the run reported, else its
-        ``checkpoint.pt``; see :func:`us8k_lib.runfolder.weights_file`).
+        ``checkpoint.pt``; see :func:`us8k_lib.runs.folder.weights_file`).
 
         Raises:
             CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
@@ -449,32 +447,3 @@ def predict_paths(checkpoint: Classifier | str | Path, paths: Iterable[str | Pat
     return PredictReport(pd.DataFrame(rows, columns=_columns(k)), failed, windows, clf.source)
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    """``python -m us8k_lib predict RUN PATH... [--json FILE]``: print each file's top-3 classes.
-
-    ``RUN`` is a run folder (its ``best.pt``, else its ``checkpoint.pt``) or a checkpoint file;
-    the first line says which weights were used. Bad files are listed on stderr with their
-    problem; returns 1 if any file failed, else 0.
-    """
-    clf = Classifier.from_checkpoint(args.checkpoint)
-    print(f"weights: {clf.source}")
-    report = predict_paths(clf, args.paths, k=3)
-    for _, row in report.table.iterrows():
-        print(f"{row['file']}  ({row['classified']})")
-        rank = 1
-        while f"class_{rank}" in row:
-            print(f"  {rank}. {row[f'class_{rank}']:<17} {row[f'probability_{rank}']:.3f}")
-            rank += 1
-    sys.stdout.flush()
-    for file, problem in report.failed:
-        print(f"error: {file}: {problem}", file=sys.stderr)
-    if args.json:
-        path = Path(args.json)
-        if path.parent != Path():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"checkpoint": str(args.checkpoint), **report.to_dict()})
-    if report.failed:
-        total = len(report.table) + len(report.failed)
-        print(f"{len(report.failed)} of {total} path(s) could not be classified", file=sys.stderr)
-        return 1
-    return 0

@@ -18,16 +18,14 @@ Used by notebooks 5-8 (``train.TrainConfig``) and the ``train`` and ``crossval``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from us8k_lib import flags
-from us8k_lib.augment_settings import AUGMENT_FIELDS, add_augment_arguments, augment_overrides, validate_augment_fields
-from us8k_lib.errors import SettingsError
+from us8k_lib.augment_settings import AUGMENT_FIELDS, validate_augment_fields
+from us8k_lib.folds import DEFAULT_TEST_FOLD, fold_problems, training_folds
 
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
 OPTIMIZERS = ("adamw", "adam")
@@ -68,11 +66,11 @@ class TrainConfig:
             the numbers (tested).
         data: ``"auto"``, ``"loader"`` or ``"device"``: serve batches from the cache file through
             a DataLoader, or from a copy of the cache in the device's memory
-            (:mod:`us8k_lib.batches`); auto keeps the copy on a GPU where it fits. Does not
+            (:mod:`us8k_lib.engine.batches`); auto keeps the copy on a GPU where it fits. Does not
             change the numbers (tested).
         compile: train a ``torch.compile``-d model (fused kernels: fewer launches on a GPU). The
             numbers change by float rounding only. Off by default until measured on a GPU.
-        test_fold: the held-out fold (1-10), never used to choose anything.
+        test_fold: the held-out fold (an official fold), never used to choose anything.
         val_fold: a fold taken out of the training folds to choose the epoch: the run keeps the
             weights of the epoch with the best validation accuracy (``best.pt``) and reports the
             test fold at that epoch (and at the last). None: the last epoch is reported.
@@ -101,7 +99,7 @@ class TrainConfig:
     workers: int | None = None
     data: str = "auto"
     compile: bool = False
-    test_fold: int = 10
+    test_fold: int = DEFAULT_TEST_FOLD
     val_fold: int | None = None
     train_folds: tuple[int, ...] | None = None
     width: int | None = None
@@ -138,20 +136,7 @@ class TrainConfig:
             problems.append(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.data not in DATA_PATHS:
             problems.append(f"data must be one of {DATA_PATHS}, got {self.data!r}")
-        if not 1 <= self.test_fold <= 10:
-            problems.append(f"test_fold must be 1-10, got {self.test_fold}")
-        if self.val_fold is not None:
-            if not 1 <= self.val_fold <= 10:
-                problems.append(f"val_fold must be 1-10, got {self.val_fold}")
-            if self.val_fold == self.test_fold:
-                problems.append(f"val_fold {self.val_fold} is the test fold (the test fold must not choose anything)")
-        if self.train_folds is not None:
-            if not self.train_folds or any(not 1 <= f <= 10 for f in self.train_folds):
-                problems.append(f"train_folds must be folds 1-10, got {self.train_folds}")
-            if self.test_fold in self.train_folds:
-                problems.append(f"test_fold {self.test_fold} is also a training fold (that would leak)")
-            if self.val_fold is not None and self.val_fold in self.train_folds:
-                problems.append(f"val_fold {self.val_fold} is also a training fold")
+        problems += fold_problems(self.test_fold, self.val_fold, self.train_folds)
         if self.workers is not None and self.workers < 0:
             problems.append(f"workers must be >= 0, got {self.workers}")
         if self.width is not None and self.width < 1:
@@ -163,7 +148,7 @@ class TrainConfig:
     @property
     def folds_to_train(self) -> tuple[int, ...]:
         """The training folds: ``train_folds``, or every fold but ``test_fold`` and ``val_fold``."""
-        return self.train_folds or tuple(f for f in range(1, 11) if f not in (self.test_fold, self.val_fold))
+        return self.train_folds or training_folds(self.test_fold, self.val_fold)
 
     @property
     def augments(self) -> bool:
@@ -254,105 +239,3 @@ def recipe_line(config: TrainConfig, given: Mapping[str, str] | None = None, *, 
         f"seed {config.seed} {tag('seed')}",
     ]
     return "Recipe: " + ", ".join(parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line
-
-
-#: ``--FLAG`` -> TrainConfig field, for the flags that set one field each.
-_FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
-          "weight_decay": "weight_decay", "scheduler": "scheduler", "seed": "seed", "workers": "workers",
-          "width": "width", "val_fold": "val_fold", "device": "device", "amp": "amp", "data": "data",
-          "compile": "compile"}
-
-
-def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool = False) -> None:
-    """Add the flags ``train`` and ``crossval`` share (each maps to a TrainConfig field), and ``--preset``.
-
-    ``several_models``: ``--model`` may list models separated by commas (``crossval`` compares
-    them). Used by ``us8k_lib.cli``.
-    """
-    d = TrainConfig.__dataclass_fields__
-    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                   help="recipe to start from: 'full' (the defaults, for the real data), 'mini' (for the small "
-                        "generated datasets: 8 epochs, batch 16, lr 5e-3), or 'auto' (default: mini on a generated "
-                        "mini dataset or the bundled sample, full otherwise); flags win over it")
-    p.add_argument("--model", type=flags.models(several=several_models), default=None,
-                   help="m3, m5 (default), m11, m18, m34res (Dai et al. 2017, raw waveform) or logmel (log-mel CNN)"
-                        + ("; several separated by commas (m5,logmel) are cross-validated over the same folds and "
-                           "compared" if several_models else ""))
-    p.add_argument("--epochs", type=flags.integer(1), default=None, help=f"number of epochs (default {d['epochs'].default})")
-    p.add_argument("--batch-size", type=flags.integer(1), default=None,
-                   help=f"batch size (default {d['batch_size'].default}); under torchrun the global batch over all ranks")
-    p.add_argument("--lr", type=flags.number(low_open=True), default=None, help=f"peak learning rate (default {d['lr'].default:g})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                   help="adamw (default: decoupled weight decay, none on biases and BatchNorm) or adam (the "
-                        "tutorial's: L2 on every parameter)")
-    p.add_argument("--weight-decay", type=flags.number(), default=None,
-                   help=f"weight decay (default {d['weight_decay'].default:g})")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="learning-rate schedule (default onecycle)")
-    p.add_argument("--width", type=flags.integer(1), default=None,
-                   help="channels of the model's first stage (default: the paper's; small values for quick tests)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast where the hardware has it (default: off, fp32 with TF32 convolutions on CUDA)")
-    p.add_argument("--data", choices=DATA_PATHS, default=None,
-                   help="serve batches through a DataLoader ('loader') or from a copy of the cache in device "
-                        "memory ('device'); 'auto' (default) keeps it on a GPU where it fits. Same results")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="train a torch.compile-d model (default: off; results change by float rounding only)")
-    p.add_argument("--seed", type=flags.integer(0), default=None, help="random seed (default 0)")
-    p.add_argument("--workers", type=flags.integer(0), default=None,
-                   help="DataLoader workers (default: 0 on a CPU, up to 4 on a GPU); same results")
-    p.add_argument("--device", type=flags.device, default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a run already in --out that holds other settings or another dataset (default: "
-                        "stop and say so; a finished run of the same settings is reported, not trained again)")
-    add_augment_arguments(p)
-
-
-def flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the :class:`TrainConfig` fields the parsed flags set (a flag left out is absent)."""
-    values = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
-    values.update(augment_overrides(args))
-    return values
-
-
-def config_from_args(args: argparse.Namespace, root: str | Path, *, base: TrainConfig | None = None,
-                     **fixed: Any) -> tuple[TrainConfig, dict[str, str], str]:
-    """Return ``(config, sources, note)`` for ``train``/``crossval``: flags over the preset over the defaults.
-
-    With ``base`` (a resumed run's checkpoint config) the preset is not used: the flags must
-    match it, and everything else continues as it was. ``fixed`` fields (e.g. ``test_fold``) are
-    set as flags. ``note`` says which preset was used and why, for the run's log.
-
-    Raises:
-        SettingsError: the flags do not fit together, or (``base``) do not fit the checkpoint's
-            settings (e.g. ``--val-fold`` one of its training folds): one line naming them.
-    """
-    flags = {**flag_values(args), **fixed}
-    if base is not None:
-        sources = {**{f: "checkpoint" for f in base.to_dict()}, **{f: "flag" for f in flags}}
-        try:
-            return dataclasses.replace(base, **flags), sources, "resumed: the checkpoint's recipe"
-        except ValueError as exc:
-            raise SettingsError(
-                f"--resume continues the checkpoint's settings (test fold {base.test_fold}, validation fold "
-                f"{base.val_fold}, training folds {list(base.folds_to_train)}), and the flags given do not fit them: "
-                f"{_problems(exc)}. Leave those flags out to continue the run as it was, or start a new run in "
-                "another --out") from None
-    preset, why = (args.preset, "as asked") if args.preset != "auto" else auto_preset(root)
-    values = {**PRESETS[preset], **flags}
-    sources = {**{f: f"preset {preset}" for f in PRESETS[preset]}, **{f: "flag" for f in flags}}
-    note = f"preset {preset} ({why})" + ("" if preset == "mini" else "; --preset mini for small datasets")
-    try:
-        return TrainConfig(**values), sources, note
-    except ValueError as exc:
-        raise SettingsError(f"the flags given do not fit together: {_problems(exc)}") from None
-
-
-def _problems(exc: ValueError) -> str:
-    """TrainConfig's list of problems, without its ``invalid TrainConfig:`` lead."""
-    return str(exc).removeprefix("invalid TrainConfig: ")

@@ -1,127 +1,99 @@
-"""Train a model on some folds, test it on a held-out fold, and save and resume runs.
+"""The training loop: one optimizer step, one epoch, and the optimizer, schedule and batches they use.
 
-The recipe is a :class:`TrainConfig` (:mod:`us8k_lib.recipe`: its defaults are meant for the real
-UrbanSound8K). Each clip is scaled to unit RMS inside the model; AdamW (decoupled weight decay, none
-on biases and BatchNorm) follows a one-cycle learning-rate schedule stepped after every batch; one
-line per epoch gives the training loss and accuracy (measured on the fly, in training mode) and the
-validation and test accuracy. The original tutorial stepped its scheduler *before* each epoch and
-decoded every WAV on every access; here the clips come from the preprocessing cache
-(:mod:`us8k_lib.dataset`), in an order that depends on (seed, epoch) alone
-(:mod:`us8k_lib.batches`), and the schedule follows the optimizer.
+Notebook 5 shows :func:`training_step` and :func:`train_one_epoch` and runs them in an epoch loop
+written on the page; :func:`us8k_lib.engine.fit.fit` (``python -m us8k_lib train``, ``crossval``,
+torchrun) runs the very same functions, so there is one step and one epoch in the package. The
+order inside a step is the one PyTorch asks for: forward, loss, ``zero_grad``, ``backward``,
+``optimizer.step()``, and only then ``scheduler.step()``. The original tutorial stepped its
+schedule *before* each epoch's training, so its learning rate ran one step ahead of the optimizer.
 
-:func:`fit` reads as the run it performs: open the run folder (:func:`us8k_lib.runfolder.open_run`:
-its lock, and whether this is a new run, a continued one or a finished one), set up the data and
-the parts that train (:mod:`us8k_lib.training_setup`), then per epoch train and evaluate
-(:func:`_run_epoch`), remember the epoch validation prefers and save, and at the end report the
-selected epoch. The run folder is rewritten atomically after each epoch, so an interrupted run
-resumes and finishes with the same weights as one that never stopped (bit for bit on CPU,
-whatever the number of loader workers).
-
-Used by notebooks 5-8 (directly and through ``crossval``) and by ``python -m us8k_lib train``
-(:mod:`us8k_lib.train_command`).
+Used by notebook 5 and every training run.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from us8k_lib.allocator import reuse_freed_memory
-from us8k_lib.devices import Placement, autocast, place
-from us8k_lib.distributed import barrier, broadcast_buffers
-from us8k_lib.distributed import is_active as dist_is_active
-from us8k_lib.distributed import is_main as dist_is_main
-from us8k_lib.distributed import rank as dist_rank
-from us8k_lib.distributed import world_size as dist_world_size
-from us8k_lib.errors import SettingsError, US8KError
-from us8k_lib.evaluate import EvalResult, evaluate
-from us8k_lib.recipe import TrainConfig, recipe_line
-from us8k_lib.runfolder import (
-    DatasetIdentity,
-    check_processes,
-    inference_state,
-    open_run,
-    repair_best,
-    reported,
-    reported_name,
-    run_files_current,
-    save_epoch,
-    selected_epoch,
-    write_run_files,
-)
-from us8k_lib.training_setup import DataSource, Parts, RunData, build_parts, describe, make_optimizer, prepare_data
+from us8k_lib.devices import autocast
+from us8k_lib.engine.batches import DeviceBatches, EpochSampler, choose_data_path, make_loader
+from us8k_lib.engine.distributed import is_active as dist_is_active
 
-__all__ = ["FitResult", "TrainConfig", "fit", "make_optimizer", "train_one_epoch", "training_step"]
+#: The columns of a run's history: one row per epoch. ``lr`` is the learning rate at the epoch's start.
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                   "seconds"]
+#: Schedules stepped after every batch (the others after every epoch).
+PER_BATCH_SCHEDULERS = ("onecycle", "cosine")
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
+# ---------------------------------------------------------------------------------------------
+# What the loop uses
 
-    Attributes:
-        model: the trained model (eval mode), after the last epoch.
-        history: one row per epoch: ``epoch``, ``lr`` (at the epoch's start), ``train_loss``,
-            ``train_acc``, ``val_loss``, ``val_acc`` (None without a validation fold),
-            ``test_loss``, ``test_acc``, ``seconds``.
-        evaluation: the last epoch's test-fold :class:`EvalResult`.
-        selected: the test-fold :class:`EvalResult` of the epoch with the best validation
-            accuracy (None without a validation fold).
-        selected_epoch: that epoch (None without a validation fold).
-        config: the run's :class:`TrainConfig`.
-        out: the run folder (None if nothing was written).
-        device: where it trained, e.g. ``"cpu"``.
-        amp: whether bf16 autocast was on.
-        data_path: how batches were served: ``"loader"`` or ``"device"`` (:mod:`us8k_lib.batches`).
-        dataset: the :class:`us8k_lib.runfolder.DatasetIdentity` of the data it trained and was tested on.
-        skipped: ``(file, problem)`` of clips skipped as bad (only with ``skip_bad=True``).
-        seconds: wall time of this call, including the cache build.
-        finished_before: True when the run folder already held this run, finished (nothing trained).
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0.01,
+                   kind: str = "adamw") -> torch.optim.Optimizer:
+    """Return the optimizer of ``model``'s parameters.
+
+    ``"adamw"``: Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019) on the weights
+    of convolutions and linear layers (the parameters with two or more dimensions), none on biases
+    and BatchNorm scales and shifts, whose size is not what overfitting is made of (as nanoGPT's
+    ``configure_optimizers`` and timm's parameter groups do). ``"adam"``: the original tutorial's,
+    an L2 penalty added to every parameter's gradient. Used by notebook 5 and every training run.
     """
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
-    model: torch.nn.Module
-    history: pd.DataFrame
-    evaluation: EvalResult
-    config: TrainConfig
-    out: Path | None
-    device: str
-    amp: bool
-    dataset: DatasetIdentity
-    data_path: str = "loader"
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    selected: EvalResult | None = None
-    selected_epoch: int | None = None
-    finished_before: bool = False
 
-    @property
-    def reported(self) -> EvalResult:
-        """The test-fold evaluation the run reports: the selected epoch's, else the last epoch's
-        (:func:`us8k_lib.runfolder.reported`)."""
-        return reported(self.selected, self.evaluation)
+def make_scheduler(kind: str, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
+                   step_size: int = 20, gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
+    """Return the learning-rate schedule ``kind`` for a run of ``epochs`` x ``steps_per_epoch`` steps.
 
-    @property
-    def test_accuracy(self) -> float:
-        """Test-fold accuracy of the reported model (:attr:`reported`)."""
-        return self.reported.accuracy
+    ``"onecycle"``: up from ``lr / 25`` to the optimizer's ``lr`` over the first quarter of the
+    steps, then down along a cosine to almost nothing (Smith & Topin 2019, "super-convergence").
+    ``"cosine"``: down from ``lr`` along a cosine. Both are stepped after every batch
+    (:data:`PER_BATCH_SCHEDULERS`). ``"step"``: ``lr`` times ``gamma`` every ``step_size`` epochs,
+    the tutorial's schedule, stepped after every epoch; ``"constant"``: ``lr`` throughout. Used by
+    notebook 5 and every training run.
+    """
+    total = epochs * steps_per_epoch
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+                                                   total_steps=total, pct_start=0.25)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    if kind == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"unknown schedule {kind!r}: choose one of onecycle, cosine, step, constant")
 
-    @property
-    def reported_weights(self) -> Path | None:
-        """The file holding the reported weights (:func:`us8k_lib.runfolder.reported_name`; None
-        when nothing was written)."""
-        return None if self.out is None else self.out / reported_name(self.selected is not None)
+
+def make_batches(dataset: Dataset, batch_size: int, *, device: torch.device, seed: int, data: str = "auto",
+                 workers: int | None = None, rank: int = 0, world: int = 1) -> Any:
+    """Return the training batches of ``dataset``: iterate it once per epoch, after
+    ``batches.sampler.set_epoch(epoch)``, for ``(waveforms [B, 1, samples], labels [B])``.
+
+    Each epoch's order is a shuffle seeded by ``(seed, epoch)`` alone
+    (:class:`us8k_lib.engine.batches.EpochSampler`), so a run repeats, and resumes, batch for batch.
+    ``data`` says how they are served (:func:`us8k_lib.engine.batches.choose_data_path`): a
+    DataLoader over the cache file, or, on a GPU where the cache fits, gathered from a copy of it
+    in the GPU's memory; the same batches either way. ``rank``/``world``: this process's share
+    under torchrun. Used by notebook 5 and every training run.
+    """
+    sampler = EpochSampler(len(dataset), seed, rank=rank, world=world)
+    path = choose_data_path(data, device, dataset.cache.nbytes)
+    if path.kind == "device":
+        return DeviceBatches(dataset, batch_size, device=device, sampler=sampler)
+    return make_loader(dataset, batch_size, device=device, workers=workers, sampler=sampler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,52 +102,49 @@ class FitResult:
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, target: torch.Tensor,
                   *, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch: forward (bf16 autocast when ``amp``), cross-entropy in fp32,
-    backward, step. ``target`` is class indices or class probabilities (mixing). Returns the loss
-    and the logits, detached. The one copy of the step: :func:`train_one_epoch` and the benchmarks call it.
+    """One optimizer step on a batch; return the loss and the logits, detached.
+
+    ``target`` is the class indices, or class probabilities (mixup). ``amp``: the forward pass in
+    bf16 autocast (the loss is still computed in fp32). The one copy of the step: every training
+    run calls it through :func:`train_one_epoch`. Used by notebook 5.
     """
     with autocast(device, amp):
-        logits = model(x)
+        logits = model(x)  # [batch, n_classes]: raw scores; cross_entropy applies the softmax itself
     loss = F.cross_entropy(logits.float(), target)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # gradients add up in .grad: clear the last step's
+    loss.backward()  # the gradient of the loss with respect to every parameter
+    optimizer.step()  # move every parameter against its gradient
     return loss.detach(), logits.detach()
 
 
-def train_one_epoch(model: torch.nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
-                    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
-                    device: torch.device, amp: bool = False, progress: bool = True,
-                    desc: str = "train", augment: Callable[[torch.Tensor, torch.Tensor],
-                                                           tuple[torch.Tensor, torch.Tensor]] | None = None,
+def train_one_epoch(model: torch.nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+                    device: torch.device, amp: bool = False, progress: bool = True, desc: str = "train",
+                    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
                     distributed: bool = False) -> tuple[float, float]:
-    """Run one pass over ``loader`` (any iterable of ``(waveforms, labels)`` batches), one optimizer
-    step per batch.
+    """One pass over ``batches`` (any iterable of ``(waveforms, labels)``), one optimizer step per batch;
+    return the epoch's mean training loss and accuracy.
 
-    ``batch_scheduler`` (if given) is stepped after every optimizer step. ``augment`` (an
-    :class:`us8k_lib.augment.Augmenter`) transforms each batch after it reaches the device and
-    may turn the labels into class probabilities (mixing). With ``distributed`` (DDP under
-    torchrun) the loss and accuracy are summed over all ranks. Returns the mean loss and the
-    accuracy over the epoch, both measured on the fly in training mode (so they lag the model at
-    the epoch's end a little; with mixing, accuracy counts the clip's own label). Used by
-    notebook 5 and the GPU benchmark.
+    ``scheduler``, if given, is stepped after every optimizer step (a per-epoch schedule is
+    stepped by the caller, after this returns). ``augment`` (an :class:`us8k_lib.augment.Augmenter`)
+    changes each batch on the device and may turn its labels into class probabilities (mixup).
+    With ``distributed`` (DDP under torchrun) the sums are over every rank. The loss and accuracy
+    are measured on the fly, in training mode, so they lag the model at the epoch's end a little
+    (with mixup, accuracy counts each clip's own label). Used by notebook 5 and every training run.
     """
-    model.train()
+    model.train()  # BatchNorm normalises with each batch's statistics (and updates its running ones)
     non_blocking = device.type == "cuda"
     # Sums stay on the device: reading them every batch would make a GPU wait for each step.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = torch.zeros((), device=device, dtype=torch.int64)
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch")
     for i, (x, y) in enumerate(bar):
-        x = x.to(device, non_blocking=non_blocking)
-        y = y.to(device, non_blocking=non_blocking)
-        target = y
-        if augment is not None:
-            x, target = augment(x, y)
+        x, y = x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+        x, target = augment(x, y) if augment is not None else (x, y)
         loss, logits = training_step(model, optimizer, x, target, device=device, amp=amp)
-        if batch_scheduler is not None:
-            batch_scheduler.step()
+        if scheduler is not None:
+            scheduler.step()  # after optimizer.step(): the original tutorial stepped it before training
         loss_sum += loss * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
@@ -187,219 +156,15 @@ def train_one_epoch(model: torch.nn.Module, loader: Any, optimizer: torch.optim.
         torch.distributed.all_reduce(totals)
         loss_sum, correct, seen = totals[0], totals[1], totals[2]
     if seen.item() == 0:
-        raise ValueError("train_one_epoch: the loader yielded no batches")
+        raise ValueError("train_one_epoch: the batches were empty")
     return loss_sum.item() / seen.item(), correct.item() / seen.item()
 
 
-def _run_epoch(epoch: int, config: TrainConfig, parts: Parts, data: RunData,
-               evaluate_on: Callable[[Dataset], EvalResult], *, device: torch.device, amp: bool, rank: int,
-               ddp: bool, progress: bool) -> tuple[dict[str, Any], EvalResult | None, EvalResult]:
-    """Train one epoch (its order and augmentation seeded from (seed, epoch)), then evaluate the
-    validation and test folds; return (history row, validation, test)."""
-    t0 = time.perf_counter()
-    lr = parts.optimizer.param_groups[0]["lr"]
-    parts.sampler.set_epoch(epoch)
-    if parts.augmenter is not None:
-        from us8k_lib.augment import augment_seed
-
-        parts.augmenter.manual_seed(augment_seed(config.seed, epoch, rank))
-    train_loss, train_acc = train_one_epoch(
-        parts.model, parts.batches, parts.optimizer, parts.scheduler if parts.per_batch else None,
-        device=device, amp=amp, progress=progress, desc=f"epoch {epoch}/{config.epochs}",
-        augment=parts.augmenter, distributed=ddp)
-    if not math.isfinite(train_loss):  # before anything of this epoch is saved: NaN weights help nobody
-        raise US8KError(f"epoch {epoch}: the training loss is {train_loss} (the run diverged); nothing of this "
-                        f"epoch was saved. Train with a lower learning rate than {config.lr:g} (--lr; lr= in "
-                        f"Python), e.g. {config.lr / 10:g}")
-    if not parts.per_batch:
-        parts.scheduler.step()  # after the epoch's optimizer steps (the tutorial did it before)
-    if ddp:
-        broadcast_buffers(parts.net)
-    validation = evaluate_on(data.val) if data.val is not None else None
-    test = evaluate_on(data.test)
-    row = {
-        "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-        "val_loss": validation.loss if validation else None,
-        "val_acc": validation.accuracy if validation else None,
-        "test_loss": test.loss, "test_acc": test.accuracy, "seconds": time.perf_counter() - t0,
-    }
-    return row, validation, test
-
-
-def _format_epoch(row: dict[str, Any], epochs: int) -> str:
+def format_epoch(row: dict[str, Any], epochs: int) -> str:
+    """Return the line printed after an epoch: its training loss and accuracy, validation and test
+    accuracy, the learning rate at the epoch's start and its time. Used by notebook 5 and every run."""
     width = len(str(epochs))
     val = f"val acc {row['val_acc']:.3f}  " if row.get("val_acc") is not None else ""
     return (f"epoch {row['epoch']:>{width}}/{epochs}  loss {row['train_loss']:.3f}  "
             f"train acc {row['train_acc']:.3f}  {val}test acc {row['test_acc']:.3f}  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.1f} s")
-
-
-_HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                    "seconds"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
-
-
-def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None = None, out: str | Path | None = None,
-        resume: bool = False, *, overwrite: bool = False, cache_dir: str | Path | None = None,
-        skip_bad: bool = False, progress: bool = True, verbose: bool = True, ddp: bool | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None, sources: Mapping[str, str] | None = None,
-        show_recipe: bool = True, placement: Placement | None = None) -> FitResult:
-    """Train ``config.model`` on the training folds, evaluating the validation fold (if any) and
-    the test fold after every epoch; with validation, report the test fold at the epoch validation
-    chose (its weights in ``best.pt``). Returns a :class:`FitResult`.
-
-    ``config``: default ``TrainConfig()``, or with ``resume`` the checkpoint's. ``root``: the dataset
-    folder or a :class:`~us8k_lib.training_setup.DataSource`. ``out``: the run folder, locked and
-    rewritten atomically after every epoch (None writes nothing); a folder holding a run already
-    follows :func:`us8k_lib.runfolder.decide` (finished: returned as it is; else refused unless
-    ``resume`` or ``overwrite``). ``ddp``: one model over the torchrun ranks (None: when several
-    are active). ``callback``: each epoch's history row, once saved. ``sources``: where each
-    setting came from, for the recipe line. ``placement``: from :func:`us8k_lib.devices.place`.
-    Used by notebook 5 and ``python -m us8k_lib train`` / ``crossval``.
-    """
-    started = time.perf_counter()
-    ddp = dist_is_active() if ddp is None else ddp and dist_is_active()
-    main = dist_is_main() or not ddp
-    verbose, progress = verbose and main, progress and main
-    rank, world = (dist_rank(), dist_world_size()) if ddp else (0, 1)
-    with open_run(out, resume=resume, overwrite=overwrite, writer=main, ddp=ddp) as run:
-        config = _check_config(config or run.saved_config() or TrainConfig(), world)
-        device, amp = placement or place(config.device, config.amp)
-        if verbose and show_recipe:
-            print(recipe_line(config, sources, amp=amp))
-        source = root if isinstance(root, DataSource) else DataSource.open(root, verbose=verbose)
-        identity = source.identity([*config.folds_to_train, config.test_fold, config.val_fold])
-        action = run.decide(config.to_dict(), identity)
-        # Freed activations stay in the heap on a CPU (us8k_lib.allocator). No deterministic-algorithms
-        # switch: a seeded CPU run is repeatable bit for bit already, and it costs 14 % per step.
-        with reuse_freed_memory(device.type == "cpu"):
-            _seed(config.seed)
-            data = prepare_data(config, source, identity, cache_dir=cache_dir, skip_bad=skip_bad,
-                                progress=progress, ddp=ddp, device=device)
-            parts = build_parts(config, data, device, ddp=ddp, rank=rank, world=world)
-            history, best = _start(run, parts, data, config, verbose, describe(config, data, parts, device, ddp, world))
-            save = _saver(run.path if main else None, parts, config, data, device.type, amp)
-
-            evaluate_on = partial(evaluate, parts.net, device=device, amp=amp, distributed=ddp,  # at the training batch
-                                  data_path=data.path.kind, batch_size=config.batch_size)
-
-            evaluation = None
-            for epoch in range(len(history) + 1, config.epochs + 1):
-                row, validation, evaluation = _run_epoch(epoch, config, parts, data, evaluate_on, device=device,
-                                                         amp=amp, rank=rank, ddp=ddp, progress=progress)
-                history.append(row)
-                is_best = validation is not None and selected_epoch(history) == epoch
-                if is_best:
-                    best = {"epoch": epoch, "val_acc": validation.accuracy, "val_fold": config.val_fold,
-                            "model": {k: v.detach().to("cpu", copy=True) for k, v in parts.net.state_dict().items()}}
-                if verbose:
-                    print(_format_epoch(row, config.epochs), flush=True)
-                save(history, evaluation, best=best, is_best=is_best)
-                if callback is not None:
-                    callback(row)
-            evaluation = evaluation or evaluate_on(data.test)  # a finished run: evaluate what it ended with
-            selected = _select(parts, best, lambda: evaluate_on(data.test))
-            _finish(run, save, history, evaluation, selected, verbose)
-            if ddp:
-                barrier()  # rank 0 may still be writing the run files the others would read
-    return FitResult(model=parts.net.eval(), history=pd.DataFrame(history, columns=_HISTORY_COLUMNS),
-                     evaluation=evaluation, config=config, out=run.path, device=device.type, amp=amp,
-                     dataset=identity, data_path=data.path.kind, skipped=data.skipped,
-                     seconds=time.perf_counter() - started, selected=selected,
-                     selected_epoch=best["epoch"] if selected is not None else None,
-                     finished_before=action == "finished")
-
-
-def _check_config(config: TrainConfig | dict[str, Any], world: int) -> TrainConfig:
-    """Return the run's config (a resumed checkpoint's comes as a dict), checked against the ranks."""
-    config = TrainConfig.from_dict(config) if isinstance(config, dict) else config
-    if config.batch_size % world:
-        raise SettingsError(f"batch_size {config.batch_size} does not split evenly over {world} ranks "
-                            "(the global batch size is kept: pick a multiple of the number of ranks)")
-    return config
-
-
-def _saver(out: Path | None, parts: Parts, config: TrainConfig, data: RunData, device: str,
-           amp: bool) -> Callable[..., None]:
-    """Return what saves the run after an epoch (the checkpoints, then the run files) and, with
-    ``epoch_end=False``, the run files alone (at the end, with the selected epoch's test results);
-    a no-op without a run folder (or off rank 0)."""
-
-    def save(history: list[dict[str, Any]], evaluation: EvalResult, *, best: dict[str, Any] | None = None,
-             is_best: bool = False, selected: EvalResult | None = None, epoch_end: bool = True) -> None:
-        if out is None:
-            return
-        if epoch_end:
-            state = inference_state(parts.net, config, history, history[-1]["epoch"], sr=data.sr,
-                                    length=data.length, dataset=data.identity)
-            save_epoch(out, {**state, **parts.training_state(), "best": best}, is_best=is_best)
-        write_run_files(out, config=config, history=history, test=evaluation, selected=selected, device=device,
-                        amp=amp, skipped=data.skipped, dataset=data.identity, data_path=data.path.kind)
-
-    return save
-
-
-def _finish(run: Any, save: Callable[..., None], history: list[dict[str, Any]], evaluation: EvalResult,
-            selected: EvalResult | None, verbose: bool) -> None:
-    """Write the run files once more at the end: after training, with the selected epoch's test
-    results (with validation); for a run found finished, only to repair files that are not its
-    checkpoint's (a run stopped while writing them). A finished run's files are otherwise left as
-    they are."""
-    if run.action != "finished":
-        if selected is not None:
-            save(history, evaluation, selected=selected, epoch_end=False)
-        return
-    if run.writer and not run_files_current(run.path, run.checkpoint):
-        save(history, evaluation, selected=selected, epoch_end=False)
-        if verbose:
-            print(f"{run.path}: its history, metrics or predictions were not those of its last checkpoint (a run "
-                  "stopped while writing them); rewrote them.")
-
-
-def _seed(seed: int) -> None:
-    """Seed the global generators (the training order and augmentation have their own, per epoch)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def _start(run: Any, parts: Parts, data: RunData, config: TrainConfig, verbose: bool,
-           description: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Put back the checkpoint a continued (or finished) run starts from, and say what starts;
-    return (history so far, the selected weights so far)."""
-    ckpt = run.checkpoint
-    if ckpt is not None and run.action == "resume":
-        check_processes(run.path, ckpt, parts.processes)
-    if ckpt is not None:
-        parts.restore(ckpt)
-        repaired = repair_best(run.path, ckpt, data.identity) if run.writer else None
-        if verbose and repaired:
-            print(repaired)
-    history, best = (list(ckpt["history"]), ckpt.get("best")) if ckpt is not None else ([], None)
-    if verbose:
-        for name, problem in data.skipped:
-            print(f"skipped bad clip {name}: {problem}")
-        if run.action == "finished":
-            print(f"{run.path} holds this run, finished ({config.epochs} epochs, the same settings and dataset): "
-                  "nothing to train; its result follows.")
-        else:
-            if run.action == "resume":
-                print(f"Resuming {run.path} after epoch {len(history)}/{config.epochs}.")
-            print(description)
-        for row in history:
-            print(_format_epoch(row, config.epochs))
-    return history, best
-
-
-def _select(parts: Parts, best: dict[str, Any] | None, evaluate_test: Callable[[], EvalResult]) -> EvalResult | None:
-    """Evaluate the test fold with the weights validation selected (None without validation)."""
-    if best is None:
-        return None
-    last = {k: v.detach().clone() for k, v in parts.net.state_dict().items()}
-    parts.net.load_state_dict(best["model"])
-    selected = evaluate_test()
-    parts.net.load_state_dict(last)
-    return selected
+            f"lr at start {row['lr']:.2e}  {row['seconds']:.1f} s")

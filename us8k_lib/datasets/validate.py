@@ -21,11 +21,8 @@ Thresholds, and why:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,7 +35,7 @@ from tqdm.auto import tqdm
 from us8k_lib.audio import read_header, read_wav
 from us8k_lib.errors import AudioError, MetadataError
 from us8k_lib.metadata import FOLDS, load_checksums, load_metadata
-from us8k_lib.paths import METADATA_RELPATH, is_mini, normalize_root, resolve_root
+from us8k_lib.paths import METADATA_RELPATH, is_mini, normalize_root
 
 #: Problem kinds, in report order; each is a key of the JSON report holding a list of file names.
 PROBLEM_KEYS: tuple[str, ...] = (
@@ -310,27 +307,3 @@ def validate_dataset(
     return report
 
 
-def write_json(report: ValidationReport, path: str | Path) -> Path:
-    """Write ``report.to_dict()`` to ``path`` atomically (temp file beside it, then rename); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def validate_command(args: argparse.Namespace) -> int:
-    """Run ``python -m us8k_lib validate``: print a summary, write ``--json``; return 0 if clean, else 1."""
-    root = resolve_root(args.root)
-    report = validate_dataset(root, checksums=args.checksums)
-    print(report.summary())
-    if args.json:
-        print(f"Full report: {write_json(report, args.json)}")
-    return 0 if report.ok else 1

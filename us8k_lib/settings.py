@@ -125,7 +125,7 @@ def choose(requested: str, root: str | Path, *, gpu: bool) -> NotebookSettings:
     Raises:
         ValueError: naming :data:`ENV` and the choices, if ``requested`` is not one of them.
     """
-    from us8k_lib.layout import read_marker
+    from us8k_lib.datasets.layout import read_marker
     from us8k_lib.paths import MINI_SEED, describe_dataset, is_mini, is_sample
 
     requested = str(requested).strip().lower()

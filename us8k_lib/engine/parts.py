@@ -1,8 +1,9 @@
 """What a training run is made of, set up before its first epoch: the dataset (opened once), the
 folds' datasets and how their batches are served, and the model, optimizer, schedule and augmenter.
 
-:func:`us8k_lib.train.fit` builds these and then only loops over epochs; ``crossval`` opens the
-dataset once (:class:`DataSource`) and hands it to every fold. Used by notebooks 5-8 through them.
+:func:`us8k_lib.engine.fit.fit` builds these (with :mod:`us8k_lib.train`'s functions, as notebook 5
+does on its page) and then only loops over epochs; ``crossval`` opens the dataset once
+(:class:`DataSource`) and hands it to every fold.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from us8k_lib.batches import DataPath, DeviceBatches, EpochSampler, choose_data_path, training_batches
-from us8k_lib.checkpoint import restore_rng_states, rng_states
-from us8k_lib.distributed import barrier, is_main
+from us8k_lib.engine.batches import DataPath, DeviceBatches, EpochSampler, choose_data_path
+from us8k_lib.engine.distributed import barrier, is_main
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.recipe import TrainConfig
-from us8k_lib.runfolder import DatasetIdentity, dataset_identity
+from us8k_lib.train import make_batches, make_optimizer, make_scheduler, PER_BATCH_SCHEDULERS
+from us8k_lib.runs.identity import dataset_identity, DatasetIdentity
 
 #: The torch.compile backend of ``TrainConfig(compile=True)``. Inductor generates fused kernels
 #: (C++ on a CPU, Triton on a GPU); the tests use "aot_eager", which traces the same graphs
@@ -51,7 +52,7 @@ class DataSource:
     @classmethod
     def open(cls, root: str | Path | None, *, verbose: bool = True) -> DataSource:
         """Resolve ``root`` (None: :func:`us8k_lib.paths.resolve_root`), load its metadata and key its cache."""
-        from us8k_lib.dataset import cache_key
+        from us8k_lib.engine.cache import cache_key
         from us8k_lib.metadata import load_metadata
         from us8k_lib.paths import normalize_root, resolve_root
 
@@ -121,7 +122,8 @@ def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdent
                  cache_dir: str | Path | None, skip_bad: bool, progress: bool, ddp: bool,
                  device: torch.device) -> RunData:
     """Format the clips (once: on rank 0 under torchrun, while the others wait) and build the datasets."""
-    from us8k_lib.dataset import US8KDataset, build_cache
+    from us8k_lib.dataset import US8KDataset
+    from us8k_lib.engine.cache import build_cache
 
     root, metadata = source.root, source.metadata
     per_fold = metadata["fold"].value_counts()
@@ -151,37 +153,6 @@ def prepare_data(config: TrainConfig, source: DataSource, identity: DatasetIdent
 # Model, optimizer, schedule
 
 
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Return the run's optimizer for ``model``'s parameters.
-
-    ``adamw``: decoupled weight decay on the weights of convolutions and linear layers (the
-    parameters with two or more dimensions), none on biases and BatchNorm scales and shifts,
-    whose size is not what overfitting is made of (nanoGPT's ``configure_optimizers``, timm's
-    parameter groups). ``adam``: the original tutorial's, an L2 penalty on every parameter.
-    Used by notebook 5 (through :func:`us8k_lib.train.fit`) and the benchmarks.
-    """
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
-    """Return (scheduler, stepped per batch?)."""
-    total = config.epochs * steps_per_epoch
-    if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
-                                                   pct_start=0.25), True
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), True
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), False
-
-
 @dataclass
 class Parts:
     """What trains: the network (``net``; ``model`` is what the step calls: DDP-wrapped and/or
@@ -197,21 +168,6 @@ class Parts:
     batches: DataLoader | DeviceBatches
     #: Processes training this one model (torchrun ranks; 1 without): each takes its share of a batch.
     processes: int = 1
-
-    def training_state(self) -> dict[str, Any]:
-        """What a checkpoint adds to the weights so that training continues as if never stopped."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_states(), "processes": self.processes,
-                **({"augment": self.augmenter.state_dict()} if self.augmenter is not None else {})}
-
-    def restore(self, ckpt: dict[str, Any]) -> None:
-        """Put back what :meth:`training_state` (and the weights) saved."""
-        self.net.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        restore_rng_states(ckpt["rng"])
-        if self.augmenter is not None and "augment" in ckpt:
-            self.augmenter.load_state_dict(ckpt["augment"])
 
 
 def build_parts(config: TrainConfig, data: RunData, device: torch.device, *, ddp: bool, rank: int,
@@ -229,17 +185,18 @@ def build_parts(config: TrainConfig, data: RunData, device: torch.device, *, ddp
     if config.compile:
         # Fuses BatchNorm, ReLU and pooling into fewer kernels; the first steps pay the compile.
         model = torch.compile(model, backend=COMPILE_BACKEND)
-    optimizer = make_optimizer(config, net)
-    sampler = EpochSampler(len(data.train), config.seed, rank=rank, world=world)
-    batches = training_batches(data.train, config.batch_size // world, path=data.path, device=device,
-                               sampler=sampler, workers=config.workers)
-    scheduler, per_batch = _make_scheduler(config, optimizer, len(batches))
+    optimizer = make_optimizer(net, lr=config.lr, weight_decay=config.weight_decay, kind=config.optimizer)
+    batches = make_batches(data.train, config.batch_size // world, device=device, seed=config.seed,
+                           data=data.path.kind, workers=config.workers, rank=rank, world=world)
+    scheduler = make_scheduler(config.scheduler, optimizer, epochs=config.epochs, steps_per_epoch=len(batches),
+                               step_size=config.step_size, gamma=config.gamma)
+    per_batch = config.scheduler in PER_BATCH_SCHEDULERS
     augmenter = None
     if config.augments:
         from us8k_lib.augment import Augmenter
 
         augmenter = Augmenter.from_config(config, sr=data.sr, n_classes=len(CLASSES), device=device, rank=rank)
-    return Parts(net, model, optimizer, scheduler, per_batch, augmenter, sampler, batches, processes=world)
+    return Parts(net, model, optimizer, scheduler, per_batch, augmenter, batches.sampler, batches, processes=world)
 
 
 def describe(config: TrainConfig, data: RunData, parts: Parts, device: torch.device, ddp: bool, world: int) -> str:

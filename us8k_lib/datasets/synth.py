@@ -5,9 +5,9 @@ jackhammer's rapid hits, an idling engine's low pulsing, ...), varied per record
 in pitch, timing and loudness, over a background noise bed; salience 2 rows have the foreground
 quieter than the background. Slices of one recording share a sound source and a background, as in
 the real data. Every random number comes from a stream keyed by (seed, stream, ...), so the same
-seed gives the same samples. :mod:`us8k_lib.mini` picks the rows and formats and writes the files.
+seed gives the same samples. :mod:`us8k_lib.datasets.mini` picks the rows and formats and writes the files.
 
-Used by notebook 2 (:func:`synthesize`, to hear each class) and :mod:`us8k_lib.mini`.
+Used by notebook 2 (:func:`synthesize`, to hear each class) and :mod:`us8k_lib.datasets.mini`.
 """
 
 from __future__ import annotations

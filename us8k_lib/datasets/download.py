@@ -18,7 +18,6 @@ tests serve a small archive from a local HTTP server.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -65,7 +64,7 @@ def official_extracted_bytes() -> int:
 
     from us8k_lib.metadata import reference_metadata_path
 
-    checksums = Path(__file__).resolve().parent / "data" / "UrbanSound8K-checksums.csv"
+    checksums = Path(__file__).resolve().parents[1] / "data" / "UrbanSound8K-checksums.csv"
     with open(checksums, newline="") as f:
         clips = sum(int(row["size"]) for row in csv.DictReader(f))
     return clips + reference_metadata_path().stat().st_size
@@ -82,7 +81,7 @@ def _space_needs(root: Path, md5: str, archive_bytes: int | None, download_bytes
     """What ``download`` will write into ``root``'s disk from here on: the rest of the archive, the
     extracted dataset (the archive is deleted only after it), and the formatted cache if the data
     folder is on the same disk."""
-    from us8k_lib.dataset import default_cache_dir
+    from us8k_lib.engine.cache import default_cache_dir
 
     needs = [("the rest of the archive", download_bytes)] if download_bytes else []
     if md5 == DEFAULT_MD5:
@@ -463,8 +462,3 @@ def download_dataset(
     return extracted
 
 
-def download_command(args: argparse.Namespace) -> int:
-    """Run ``python -m us8k_lib download``; return 0 (errors raise US8KError, which the CLI turns into 1)."""
-    target = download_dataset(args.root, args.url, args.md5)
-    print(f"Check every clip with: python -m us8k_lib validate --root {target}")
-    return 0

@@ -2,8 +2,8 @@
 
 The recipe is the preset for the dataset (``--preset``, see :mod:`us8k_lib.recipe`) with the flags
 over it; ``--resume`` continues the checkpoint's recipe, ``--overwrite`` replaces the run in
-``--out``. What happens to a folder that holds a run already is :mod:`us8k_lib.runfolder`'s rule.
-Used by :mod:`us8k_lib.cli`.
+``--out``. What happens to a folder that holds a run already is :mod:`us8k_lib.runs.folder`'s rule.
+Used by :mod:`us8k_lib.cli.parser`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,23 @@ import shlex
 import sys
 from pathlib import Path
 
-from us8k_lib.train import FitResult, TrainConfig, fit
+from us8k_lib.engine.fit import fit, FitResult
+from us8k_lib.recipe import TrainConfig
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Run ``train``; return the exit code (0; errors are raised for :mod:`us8k_lib.cli` to word).
+    """Run ``train``; return the exit code (0; errors are raised for :mod:`us8k_lib.cli.parser` to word).
 
     Under ``torchrun`` it trains one model over all ranks with DistributedDataParallel; rank 0
     holds the run folder's lock, logs and writes the run folder.
     """
     from us8k_lib.devices import place
-    from us8k_lib.distributed import is_main, process_group
+    from us8k_lib.engine.distributed import is_main, process_group
     from us8k_lib.model import parse_model_name
     from us8k_lib.paths import choose_root
-    from us8k_lib.recipe import config_from_args, flag_values, recipe_line
-    from us8k_lib.runfolder import default_run_dir, has_checkpoint, saved_config
+    from us8k_lib.cli.training_flags import config_from_args, flag_values
+    from us8k_lib.recipe import recipe_line
+    from us8k_lib.runs.folder import default_run_dir, has_checkpoint, saved_config
 
     root, where = choose_root(args.root)
     model_name = parse_model_name(flag_values(args).get("model", "m5"))
@@ -67,7 +69,8 @@ def _resume_line(root: Path, out: Path, config: TrainConfig, distributed: bool) 
 
 def _report(result: FitResult, out: Path) -> None:
     """Print where the run is and what it reports, the test accuracy last."""
-    from us8k_lib.runfolder import CHECKPOINT_NAME, METRICS_NAME, run_files
+    from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
+    from us8k_lib.runs.results import METRICS_NAME, run_files
 
     config = result.config
     if result.skipped:

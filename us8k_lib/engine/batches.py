@@ -152,7 +152,7 @@ _RESIDENT: dict[tuple[str, str, str], torch.Tensor] = {}
 
 
 def resident_waveforms(cache: Any, device: torch.device) -> torch.Tensor:
-    """Return every row of a :class:`us8k_lib.dataset.FormattedCache` as one ``[N, 1, length]``
+    """Return every row of a :class:`us8k_lib.engine.cache.FormattedCache` as one ``[N, 1, length]``
     float32 tensor on ``device``, copied once per process and device (and reused after that).
 
     Rows are copied in chunks of about 64 MB through one pinned buffer, so the host never holds a

@@ -1,33 +1,46 @@
-"""A checkpoint file: its format marker and version, reading and checking one, rebuilding its
-model, and the random-number-generator states it carries.
+"""The checkpoint format: what a checkpoint holds, saving one (atomically) and loading one back.
 
-What a run folder holds and how its files are written (atomically) is :mod:`us8k_lib.runfolder`'s.
-Used by notebooks 5 and 8, ``predict`` and every training run.
+A checkpoint (``checkpoint.pt`` after every epoch, ``best.pt`` for the epoch validation selected)
+holds the model's weights and config, the run's config, history and dataset identity, and, in
+``checkpoint.pt``, what training needs to continue as if never stopped: the optimizer's and the
+schedule's states, the augmenter's generators and the random-number-generator states
+(:func:`training_state`, put back by :func:`restore_training_state`). Loading uses
+``weights_only=True``, so a checkpoint from elsewhere cannot run code, and checks the format
+marker and version. Used by ``fit``, :mod:`us8k_lib.runs.results`, ``predict`` and ``crossval``.
 """
 
 from __future__ import annotations
 
+import io
 import random
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from us8k_lib.errors import CheckpointError
 from torch import nn
 
+from us8k_lib.errors import CheckpointError
+from us8k_lib.metadata import CLASSES
 from us8k_lib.model import ModelConfig, build_model
+from us8k_lib.runs import files
+from us8k_lib.runs.identity import DatasetIdentity
 
 #: Written into every checkpoint so ``predict`` can tell a checkpoint from any other file.
 CHECKPOINT_FORMAT = "us8k-checkpoint"
 #: The marker of versions 1 and 2, from when M5 was the only model: recognised, to say which version.
 _OLD_FORMAT = "us8k-m5-checkpoint"
-#: 3: records the run's dataset (``dataset``, see :class:`us8k_lib.runfolder.DatasetIdentity`) and
+#: 3: records the run's dataset (``dataset``, see :class:`us8k_lib.runs.identity.DatasetIdentity`) and
 #: calls the width ``width`` in the training config too; ``best.pt`` records the epoch it holds.
 #: 2: ``model_config`` is a :class:`us8k_lib.model.ModelConfig` (any model of the family).
 #: Older checkpoints are refused by version, with the reason.
 CHECKPOINT_VERSION = 3
+#: The checkpoint of the last finished epoch: what a run continues from.
+CHECKPOINT_NAME = "checkpoint.pt"
+#: With a validation fold: the weights of the epoch validation selected.
+BEST_NAME = "best.pt"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -129,3 +142,65 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict atomically. Used by training runs and their tests.
+
+    Raises:
+        OSError: naming ``path``, when it cannot be written (see :func:`us8k_lib.runs.files.write_atomic`).
+    """
+    def write(f: Any) -> None:
+        # Serialized in memory first: torch.save turns a failed write to a file (a full disk) into a
+        # RuntimeError about zip offsets, and the OSError naming the cause would be lost.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        f.write(buffer.getbuffer())
+
+    files.write_atomic(Path(path), write)
+
+def inference_state(net: Any, config: Any, history: list[dict[str, Any]], epoch: int, *, sr: int, length: int,
+                    dataset: DatasetIdentity) -> dict[str, Any]:
+    """What every checkpoint holds: enough to rebuild the model and classify with it."""
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": net.state_dict(),
+        "model_config": asdict(net.config), "epoch": epoch, "history": history, "config": config.to_dict(),
+        "classes": list(CLASSES), "sr": sr, "length": length, "dataset": dataset.to_dict(),
+    }
+
+def best_state(ckpt: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any]:
+    """best.pt: the inference checkpoint of the selected epoch, with that epoch and its validation accuracy."""
+    keep = {k: ckpt[k] for k in ("format", "version", "model_config", "history", "config", "classes", "sr",
+                                  "length", "dataset")}
+    selected = {k: best[k] for k in ("epoch", "val_acc", "val_fold")}
+    return {**keep, "model": best["model"], "epoch": best["epoch"], "selected": selected}
+
+def save_epoch(out: Path, ckpt: dict[str, Any], *, is_best: bool) -> None:
+    """Write checkpoint.pt (which carries the selected weights so far, ``ckpt["best"]``), then
+    best.pt when this epoch is the selected one. Each write is atomic."""
+    save_checkpoint(out / CHECKPOINT_NAME, ckpt)
+    if is_best:  # what predict and crossval use: the weights validation chose
+        save_checkpoint(out / BEST_NAME, best_state(ckpt, ckpt["best"]))
+
+
+def training_state(optimizer: torch.optim.Optimizer, scheduler: Any, augmenter: Any, processes: int) -> dict[str, Any]:
+    """Return what ``checkpoint.pt`` adds to the weights so that training continues as if never
+    stopped: the optimizer's and the schedule's states, the random-number-generator states, the
+    augmenter's generators (when it augments) and the number of processes that trained it."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states(),
+            "processes": processes, **({"augment": augmenter.state_dict()} if augmenter is not None else {})}
+
+
+def restore_training_state(ckpt: Mapping[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Any, augmenter: Any) -> None:
+    """Put back the weights and what :func:`training_state` saved into a run's parts."""
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    restore_rng_states(ckpt["rng"])
+    if augmenter is not None and "augment" in ckpt:
+        augmenter.load_state_dict(ckpt["augment"])

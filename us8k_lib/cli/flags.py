@@ -6,7 +6,7 @@ before any work starts. Nothing here imports torch or pandas (``--help`` stays f
 that need them (``--model``, ``--device``, ``make-mini --size``) import them only when that flag
 is given.
 
-Used by :mod:`us8k_lib.cli`, :mod:`us8k_lib.recipe` and :mod:`us8k_lib.augment_settings`.
+Used by :mod:`us8k_lib.cli.parser`, :mod:`us8k_lib.recipe` and :mod:`us8k_lib.augment_settings`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import math
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+
+from us8k_lib.folds import FOLDS
 
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -54,8 +56,37 @@ def number(*, low: float = 0.0, high: float | None = None, low_open: bool = Fals
 
 
 def fold(text: str) -> int:
-    """argparse type of ``--test-fold`` and ``--val-fold``: an official fold number, 1-10."""
-    return integer(1, 10)(text)
+    """argparse type of ``--test-fold`` and ``--val-fold``: an official fold number."""
+    return integer(FOLDS[0], FOLDS[-1])(text)
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """Parse ``--folds`` (``"1-3"``, ``"1,4,7"``, ``"1-3,10"``) into sorted fold numbers; None stays None."""
+    if text is None:
+        return None
+    folds: set[int] = set()
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            lo, hi = int(a), int(b) if b else int(a)
+            if lo > hi:
+                raise ValueError
+            folds.update(range(lo, hi + 1))
+    except ValueError:
+        raise ValueError(f"--folds {text!r}: expected folds like 1-3 or 1,4,7") from None
+    if not folds or any(f not in FOLDS for f in folds):
+        raise ValueError(f"--folds {text!r}: folds are numbered {FOLDS[0]}-{FOLDS[-1]}")
+    return sorted(folds)
+
+
+
+def folds(text: str) -> str:
+    """argparse type of ``crossval --folds``: checked by :func:`parse_folds`, returned as given."""
+    try:
+        parse_folds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2] + f", got {text!r}") from None
+    return text
 
 
 def models(*, several: bool) -> Callable[[str], str]:
@@ -151,7 +182,7 @@ def output_file(text: str) -> str:
 
 def mini_size(text: str) -> str:
     """argparse type of ``make-mini --size``: a size the generator knows."""
-    from us8k_lib.mini import SIZES  # late: the generator pulls in pandas
+    from us8k_lib.datasets.mini import SIZES  # late: the generator pulls in pandas
 
     if text not in SIZES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(SIZES)}, got {text!r}")

@@ -2,7 +2,7 @@
 the project's data folder, and the marker of a generated mini dataset.
 
 The lowest layer of the data modules: it imports nothing of the package but its errors, so
-:mod:`us8k_lib.metadata` and :mod:`us8k_lib.mini` can use it, and :mod:`us8k_lib.paths`, which
+:mod:`us8k_lib.metadata` and :mod:`us8k_lib.datasets.mini` can use it, and :mod:`us8k_lib.paths`, which
 decides which dataset a command uses (and generates the mini one), can use them. Every name here is
 also importable from :mod:`us8k_lib.paths`, where the notebooks find them.
 """
@@ -22,8 +22,9 @@ METADATA_RELPATH = Path("metadata") / "UrbanSound8K.csv"
 MINI_SEED = 0
 #: The spelling that selects the bundled real sample wherever a dataset root is accepted.
 SAMPLE = "sample"
-_SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
-#: Name of the marker file that makes a folder a generated mini dataset (written by :mod:`us8k_lib.mini`).
+_PACKAGE = Path(__file__).resolve().parents[1]  # us8k_lib/
+_SAMPLE_DIR = _PACKAGE / "data" / "sample"
+#: Name of the marker file that makes a folder a generated mini dataset (written by :mod:`us8k_lib.datasets.mini`).
 MARKER_NAME = "MINI_DATASET.txt"
 
 
@@ -56,7 +57,7 @@ def project_data_dir() -> Path:
     env = os.environ.get("US8K_DATA_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = _PACKAGE.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "us8k_lib").is_dir():
         return checkout / "data"
     return Path.cwd() / "data"
@@ -103,7 +104,7 @@ def is_mini(root: str | Path) -> bool:
 def read_marker(dataset: str | Path) -> dict[str, str] | None:
     """Return the ``key: value`` fields of a mini dataset's marker file, or None if there is none.
 
-    ``dataset`` is the ``UrbanSound8K`` folder. Used by :func:`us8k_lib.mini.make_mini`,
+    ``dataset`` is the ``UrbanSound8K`` folder. Used by :func:`us8k_lib.datasets.mini.make_mini`,
     :func:`us8k_lib.paths.dataset_name` and notebook 1.
     """
     path = Path(dataset) / MARKER_NAME

@@ -17,7 +17,7 @@ memory is higher: the benchmark's P5 measures a training process both ways (1.56
 RSS over a full-size cache, docs/performance.md). Elsewhere (macOS, Windows, musl) it does nothing: their allocators, or
 PyTorch's, behave differently and were not measured.
 
-The cache build (:func:`us8k_lib.dataset.build_cache`) uses it too: every clip's decode buffers
+The cache build (:func:`us8k_lib.engine.cache.build_cache`) uses it too: every clip's decode buffers
 (about 1.4 MB for 4 s of 44.1 kHz stereo) were fresh mmaps, and two worker threads faulting pages
 into one process contend for its memory map (measured 15-25% faster builds with it).
 
@@ -35,7 +35,7 @@ it 607 MB kept, 423 MB with glibc's defaults, 283 MB lean (``benchmarks/bench_me
 measures whole notebooks); notebook 5 ran in 28 s fast and 43 s lean on the mini dataset (docs/binder.md).
 
 Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
-:func:`us8k_lib.dataset.build_cache` (notebooks 3 and 5) and by the benchmarks.
+:func:`us8k_lib.engine.cache.build_cache` (notebooks 3 and 5) and by the benchmarks.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     Raises:
         ValueError: ``US8K_MEMORY`` holds an unknown mode.
 
-    Used by :func:`us8k_lib.train.fit` (notebooks 5-8), :func:`us8k_lib.dataset.build_cache` and
+    Used by :func:`us8k_lib.train.fit` (notebooks 5-8), :func:`us8k_lib.engine.cache.build_cache` and
     the benchmarks.
     """
     global _depth
