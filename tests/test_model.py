@@ -11,20 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from us8k_lib import model as model_module
-from us8k_lib.runs.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
+from us8k_lib import layers as layers_module
 from us8k_lib.errors import CheckpointError
+from us8k_lib.layers import compute_layer_table, family_table
 from us8k_lib.model import (
+    M5,
     MODEL_NAMES,
     PAPER_PARAMETERS,
     ModelConfig,
     RawWaveformCNN,
     build_model,
-    compute_layer_table,
     count_parameters,
-    family_table,
     parse_model_name,
+    upgrade_state_dict,
 )
+from us8k_lib.runs.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_model
 
 # ---------------------------------------------------------------------------------------------
 # M5 is the original tutorial's network
@@ -63,12 +64,25 @@ class TutorialM5(nn.Module):
         return F.log_softmax(self.logits(x), dim=2)
 
 
-def _copy_tutorial_weights(ref: TutorialM5, model: RawWaveformCNN) -> None:
-    for i in range(4):
-        block = model.blocks[i]
-        block.conv.load_state_dict(getattr(ref, f"conv{i + 1}").state_dict())
-        block.bn.load_state_dict(getattr(ref, f"bn{i + 1}").state_dict())
+def _copy_tutorial_weights(ref: TutorialM5, model: M5) -> None:
+    for i in range(1, 5):
+        getattr(model, f"conv{i}").load_state_dict(getattr(ref, f"conv{i}").state_dict())
+        getattr(model, f"bn{i}").load_state_dict(getattr(ref, f"bn{i}").state_dict())
     model.fc.load_state_dict(ref.fc1.state_dict())
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last layer's output before the mean over time, ``[batch, channels, steps]``: a family
+    model's ``features``; M5's last pool after its ReLU, as its ``forward`` computes it."""
+    if hasattr(model, "features"):
+        return model.features(x)
+    seen = []
+    hook = model.pool4.register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return F.relu(seen[0])
 
 
 def _randomize_bn_stats(module: nn.Module, gen: torch.Generator) -> None:
@@ -113,9 +127,33 @@ def test_m5_gives_the_tutorial_networks_gradients() -> None:
     y = torch.tensor([0, 3, 7])
     F.cross_entropy(model(x), y).backward()
     F.nll_loss(ref(x)[:, 0, :], y).backward()
-    torch.testing.assert_close(model.blocks[0].conv.weight.grad, ref.conv1.weight.grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(model.blocks[3].conv.weight.grad, ref.conv4.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.conv1.weight.grad, ref.conv1.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.conv4.weight.grad, ref.conv4.weight.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(model.fc.weight.grad, ref.fc1.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [None, 16])
+def test_m5_written_out_and_m5_built_from_the_family_table_are_one_network(width: int | None) -> None:
+    """build_model("m5") is the M5 class a learner reads; the family's table still has an M5 line,
+    built by RawWaveformCNN. They cannot drift apart: the same layers in the same shapes, the same
+    parameters, and the same logits for the same weights (carried over with the renaming that lets
+    checkpoints from when M5 was table-built still load)."""
+    torch.manual_seed(0)
+    written, table_built = build_model("m5", width=width), RawWaveformCNN(ModelConfig("m5", width=width))
+    assert type(written) is M5
+    assert (written.receptive_field, written.hop) == (table_built.receptive_field, table_built.hop)
+    assert count_parameters(written) == count_parameters(table_built)
+    shapes = [compute_layer_table(m).query("type in ('Conv1d', 'MaxPool1d', 'Linear')")[["output_shape", "params"]]
+              for m in (written, table_built)]
+    assert shapes[0].values.tolist() == shapes[1].values.tolist()
+    _randomize_bn_stats(table_built, torch.Generator().manual_seed(3))
+    written.load_state_dict(upgrade_state_dict("m5", table_built.state_dict()))  # strict: every name maps
+    x = torch.randn(3, 1, 32000, generator=torch.Generator().manual_seed(4))
+    for mode in (False, True):
+        written.train(mode)
+        table_built.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(written(x), table_built(x), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,11 +225,11 @@ def test_every_model_maps_clips_to_logits(name: str) -> None:
     model = build_model(name, width=16).eval()  # narrower than the paper's, same shape (and faster)
     x = torch.randn(2, 1, 32000)
     with torch.no_grad():
-        features, logits = model.features(x), model(x)
+        last, logits = features(model, x), model(x)
         for length in (model.receptive_field, 40001):
             assert model(torch.randn(1, 1, length)).shape == (1, 10)
-    assert features.shape[:2] == (2, model.fc.in_features)
-    torch.testing.assert_close(logits, model.fc(features.mean(dim=-1)))
+    assert last.shape[:2] == (2, model.fc.in_features)
+    torch.testing.assert_close(logits, model.fc(last.mean(dim=-1)))
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
     assert (logits[0] - logits[1]).abs().max() > 0  # different clips, different logits
 
@@ -201,9 +239,9 @@ def test_m5_feature_steps_follow_receptive_field_and_hop() -> None:
     assert (model.receptive_field, model.hop) == (1772, 1024)
     with torch.no_grad():
         for length in (1772, 1773, 2795, 2796, 2797, 32000, 40000):
-            steps = model.features(torch.zeros(1, 1, length)).shape[-1]
+            steps = features(model, torch.zeros(1, 1, length)).shape[-1]
             assert steps == (length - model.receptive_field) // model.hop + 1, length
-        assert model.features(torch.zeros(1, 1, 32000)).shape == (1, 512, 30)
+        assert features(model, torch.zeros(1, 1, 32000)).shape == (1, 512, 30)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -237,7 +275,7 @@ def test_every_model_scales_its_input_to_unit_rms_alike() -> None:
 def _influence(model: nn.Module, length: int, step: int, batch: int = 4) -> torch.Tensor:
     """Input samples whose gradient on feature step ``step`` is nonzero for some random input."""
     x = torch.randn(batch, 1, length, generator=torch.Generator().manual_seed(2), requires_grad=True)
-    model.features(x)[:, :, step].sum().backward()
+    features(model, x)[:, :, step].sum().backward()
     return (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero().flatten()
 
 
@@ -260,7 +298,7 @@ def test_padded_models_receptive_field_by_perturbation(name: str) -> None:
     # input samples, and the next step sees the same span moved by hop samples.
     model = build_model(name, width=16).eval()
     length = 32000
-    steps = model.features(torch.zeros(1, 1, length)).shape[-1]
+    steps = features(model, torch.zeros(1, 1, length)).shape[-1]
     middle = steps // 2
     spans = []
     for step in (middle, middle + 1):
@@ -282,10 +320,10 @@ def test_layer_table_matches_the_network(name: str) -> None:
     assert (first["type"], first["receptive_field"], first["receptive_field_ms"]) == expected_first
     last_layer = table.iloc[-3]
     with torch.no_grad():
-        features = model.eval().features(torch.zeros(1, 1, 32000))
+        last = features(model.eval(), torch.zeros(1, 1, 32000))
     # (channels, time); the log-mel CNN's last map also has bands, which features() averages
     shape = last_layer["output_shape"]
-    assert (shape[0], shape[-1]) == tuple(features.shape[1:])
+    assert (shape[0], shape[-1]) == tuple(last.shape[1:])
     assert (last_layer["receptive_field"], last_layer["hop"]) == (model.receptive_field, model.hop)
     main_path = table.iloc[:-2][~table["layer"].iloc[:-2].str.contains("shortcut")]
     assert main_path["receptive_field"].is_monotonic_increasing
@@ -322,16 +360,16 @@ def test_m34res_layer_table_shows_residual_sums_and_shortcuts() -> None:
 
 
 def test_layer_table_refuses_arithmetic_that_disagrees_with_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_after = model_module._after
+    real_after = layers_module._after
 
-    def ignores_padding(m: nn.Module, at: model_module._At) -> model_module._At:
+    def ignores_padding(m: nn.Module, at: layers_module._At) -> layers_module._At:
         out = real_after(m, at)
         if isinstance(m, nn.Conv1d) and m.padding[0]:
             out = dataclasses.replace(out, steps=out.steps - 2 * m.padding[0])
         return out
 
     m5, m11 = build_model("m5"), build_model("m11", width=4)
-    monkeypatch.setattr(model_module, "_after", ignores_padding)
+    monkeypatch.setattr(layers_module, "_after", ignores_padding)
     compute_layer_table(m5)  # M5 has no padding: unaffected
     with pytest.raises(AssertionError, match="layer table row blocks.1.conv"):
         compute_layer_table(m11)
@@ -348,7 +386,7 @@ def test_family_table_lists_every_model() -> None:
         assert (row.receptive_field, row.hop) == (model.receptive_field, model.hop)
         assert row.receptive_field_ms == pytest.approx(model.receptive_field / 8)
         with torch.no_grad():
-            assert row.output_steps == model.features(torch.zeros(1, 1, length)).shape[-1]
+            assert row.output_steps == features(model, torch.zeros(1, 1, length)).shape[-1]
     assert table["parameters"].iloc[:5].is_monotonic_increasing  # deeper raw-waveform models are bigger
 
 
@@ -454,6 +492,24 @@ def test_load_model_rebuilds_any_model_from_its_checkpoint(name: str, tmp_path: 
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+def test_a_checkpoint_of_m5_from_when_it_was_table_built_still_loads(tmp_path: Path) -> None:
+    """Checkpoints written when M5 was built from the family's table name its layers blocks.N.conv
+    and blocks.N.bn; they load into the M5 class, best weights included, and give the same logits."""
+    from us8k_lib.runs.checkpoint import load_checkpoint
+
+    torch.manual_seed(6)
+    old = RawWaveformCNN(ModelConfig("m5", width=8, normalize=True)).eval()
+    ckpt = _checkpoint(old)
+    ckpt["best"] = {"epoch": 1, "model": old.state_dict()}
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    assert "conv1.weight" in load_checkpoint(tmp_path / "checkpoint.pt")["best"]["model"]
+    loaded = load_model(tmp_path / "checkpoint.pt")
+    assert type(loaded) is M5
+    x = torch.randn(2, 1, 32000)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x), rtol=0, atol=0)
+
+
 def test_load_model_errors_name_the_file(tmp_path: Path) -> None:
     model = build_model("m11", width=4)
     old = _checkpoint(model, version=1)
@@ -491,7 +547,7 @@ def test_logmel_cnn_parameters_and_shapes() -> None:
     assert list(pools["output_shape"]) == [(32, 32, 125), (64, 16, 62), (128, 8, 31), (256, 4, 15)]
     assert (model.receptive_field, model.hop) == (6016, 2048)
     with torch.no_grad():
-        assert model.eval().features(torch.zeros(2, 1, 32000)).shape == (2, 256, 15)
+        assert features(model.eval(), torch.zeros(2, 1, 32000)).shape == (2, 256, 15)
     assert build_model("logmel", width=8).fc.in_features == 64
     assert count_parameters(build_model("logmel")) < count_parameters(build_model("m5"))
 

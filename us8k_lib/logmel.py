@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from us8k_lib.audio import TARGET_SR, torchaudio
-from us8k_lib.model_input import prepare_input
+from us8k_lib.model_input import prepare_input, trace_output_shapes
 
 TITLE = "LogMel-CNN"
 #: The front end's parameters (see the module docstring for the reasons).
@@ -119,7 +119,7 @@ class LogMelCNN(nn.Module):
         receptive_field: input samples one time step of the last block sees (6 016, 0.75 s).
         hop: input samples between two time steps of the last block (2 048).
 
-    Used by notebooks 4 and 8.
+    Built by ``build_model("logmel")`` (notebooks 4 and 8).
     """
 
     def __init__(self, config: Any) -> None:
@@ -151,24 +151,7 @@ class LogMelCNN(nn.Module):
         """Return the layer-by-layer table (as :func:`us8k_lib.model.compute_layer_table`): shapes
         ``(channels, bands, frames)``, the receptive field and hop along time in input samples,
         parameters. Shapes come from a real forward pass."""
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def recorder(name: str) -> Any:
-            def record(module: nn.Module, args: object, out: torch.Tensor) -> None:
-                shapes[name] = tuple(out.shape[1:])
-            return record
-
-        hooks = [m.register_forward_hook(recorder(name)) for name, m in self.named_modules()
-                 if name and not list(m.children())]
-        was_training = self.training
-        try:
-            self.eval()
-            with torch.no_grad():
-                self(torch.zeros(1, 1, length, device=next(self.parameters()).device))
-        finally:
-            self.train(was_training)
-            for h in hooks:
-                h.remove()
+        shapes = trace_output_shapes(self, length)
         rows = []
         frames, hop = 1, 1
         for name, m in self.named_modules():
@@ -179,7 +162,7 @@ class LogMelCNN(nn.Module):
             elif isinstance(m, nn.MaxPool2d):
                 k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[1]
                 frames, hop = frames + (k - 1) * hop, hop * k
-            shape = shapes[name]
+            shape = shapes[name][0]
             if name.startswith("frontend."):  # a spectrogram is one channel of (bins or bands, frames)
                 shape = (1, *shape)
             field = WIN_LENGTH + (frames - 1) * HOP_LENGTH
@@ -214,7 +197,8 @@ def compute_filter_responses(model: nn.Module, sr: int = TARGET_SR, n_fft: int =
     A raw-waveform CNN learns its own filterbank here, where a log-mel model uses a fixed one
     (:meth:`LogMelCNN.mel_filterbank`). Used by notebook 8.
     """
-    weight = model.blocks[0].conv.weight.detach().float().cpu()[:, 0]  # [filters, taps]
+    first = model.conv1 if hasattr(model, "conv1") else model.blocks[0].conv  # M5, or another of the family
+    weight = first.weight.detach().float().cpu()[:, 0]  # [filters, taps]
     gains = torch.fft.rfft(weight, n=n_fft).abs()
     db = 20 * torch.log10((gains / gains.amax(dim=1, keepdim=True).clamp_min(1e-12)).clamp_min(1e-6))
     order = torch.argsort(gains.argmax(dim=1), stable=True)

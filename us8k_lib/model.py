@@ -1,25 +1,24 @@
-"""Every model of the project, by name: the raw-waveform CNNs of Dai et al. (2017) -- M3, M5, M11,
-M18 and M34-res, built from one table -- and, through the same :func:`build_model`, the log-mel
-CNN of :mod:`us8k_lib.logmel` (``"logmel"``, notebook 8).
+"""The models: M5 written out as a PyTorch module, its deeper siblings of Dai et al. (2017) built from
+one table, and :func:`build_model`, the one way to get any model by name.
 
 W. Dai, C. Dai, S. Qu, J. Li and S. Das, *Very Deep Convolutional Neural Networks for Raw
-Waveforms*, ICASSP 2017 (arXiv:1610.00087), Table 1. Every raw-waveform model starts the same way: an
-80-sample, stride-4 convolution (10 ms filters at 8 kHz) and a max-pool of 4, which take 32 000
+Waveforms*, ICASSP 2017 (arXiv:1610.00087), Table 1. Every raw-waveform model starts the same way:
+an 80-sample, stride-4 convolution (10 ms filters at 8 kHz) and a max-pool of 4, which take 32 000
 samples down to 1 995 time steps. Then come stages of 3-tap convolutions, each stage twice as wide
 as the one before, with a max-pool of 4 between stages. Every convolution is followed by
-BatchNorm and ReLU. A mean over time and one Linear layer give one logit per class. M34-res builds
-its stages from residual blocks of two convolutions instead of plain convolutions.
+BatchNorm and ReLU. A mean over time and one Linear layer give one logit per class.
 
-:data:`SPECS` is the paper's table, one line per model; :class:`RawWaveformCNN` builds any line
-of it, and :func:`build_model` is the one way to get a model by name. Choices the paper leaves
-open, made here:
+:class:`M5` is the network of notebook 4, written layer by layer as the original PyTorch tutorial
+wrote it: 559,114 parameters, the same outputs for the same weights (tested). The deeper
+models come from :data:`SPECS`, one line per model of the paper's table, built by
+:class:`RawWaveformCNN`; its ``"m5"`` line builds the same network as :class:`M5` (a test keeps
+the two equal, layer for layer and output for output). Choices the paper leaves open, made here:
 
-- **Padding of the 3-tap convolutions.** M5 keeps the original PyTorch tutorial's unpadded
-  convolutions, so it is that network exactly: 559,114 parameters, the same outputs for the same
-  weights (tested), 30 time steps left from 32 000 samples. The other models pad one sample on
-  each side ("same" padding), so only the pools shorten the signal: a residual block adds its
-  input to its output, which needs both the same length, and M18's sixteen 3-tap convolutions
-  would otherwise each cut two steps more.
+- **Padding of the 3-tap convolutions.** M5 keeps the tutorial's unpadded convolutions (30 time
+  steps are left from 32 000 samples). The other models pad one sample on each side ("same"
+  padding), so only the pools shorten the signal: a residual block adds its input to its output,
+  which needs both the same length, and M18's sixteen 3-tap convolutions would otherwise each cut
+  two steps more.
 - **Channel changes in M34-res.** The first block of a stage that doubles the channels adds its
   input through a 1x1 convolution and BatchNorm (a projection shortcut, as in He et al. 2016's
   ResNets); every other block adds its input unchanged. That costs 98,784 parameters: 4.08 M in
@@ -31,19 +30,142 @@ Differences from the tutorial's M5, on purpose: ``forward`` returns logits
 (``nn.CrossEntropyLoss`` applies log-softmax itself), and the tutorial's ``AvgPool1d(30)`` became
 a mean over time, so any input at least one receptive field long works.
 
-Used by notebook 4 (architecture), notebook 5 (training) and every training run.
+The layer-by-layer tables of notebook 4 are :mod:`us8k_lib.layers`'. Used by notebook 4 and every
+training run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from us8k_lib.model_input import prepare_input
+from us8k_lib.model_input import conv_geometry, prepare_input
+
+# ---------------------------------------------------------------------------------------------
+# Which model, how wide
+
+
+def parse_model_name(name: str) -> str:
+    """Return the canonical name (``"m34res"``) for ``name`` (``"M34-res"``, ``"m18"``, ...).
+
+    Case, ``-`` and ``_`` do not matter. Raises ValueError listing the valid names otherwise.
+    Used by :class:`ModelConfig` and the ``--model`` option.
+    """
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    if key == "logmelcnn":
+        key = "logmel"
+    if key not in MODEL_NAMES:
+        valid = ", ".join(f"{n} ({display_name(n)})" for n in MODEL_NAMES)
+        raise ValueError(f"unknown model {name!r}: choose one of {valid}")
+    return key
+
+
+def display_name(model: str) -> str:
+    """Return the paper's spelling of a model name (``"m34res"`` -> ``"M34-res"``).
+
+    Used by notebook 8, :mod:`us8k_lib.crossval` and every command's log.
+    """
+    key = parse_model_name(model)
+    return "LogMel-CNN" if key == "logmel" else SPECS[key].title
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build, and how wide.
+
+    Attributes:
+        name: one of :data:`MODEL_NAMES` (any case; ``"M34-res"`` works too); stored canonical.
+        n_classes: number of output logits (UrbanSound8K has 10 classes).
+        width: channels of the first stage; None is the paper's (M3 256, M5 128, M11 and M18
+            64, M34-res 48; the log-mel CNN's first block: 32). Later stages scale with it, so a small width gives a
+            small model of
+            the same shape (for quick tests).
+        normalize: scale each clip to unit RMS before the first convolution. Off in the paper;
+            the training recipe turns it on, because a clip's loudness (recording gain,
+            distance) says nothing about its class but otherwise changes every activation.
+    """
+
+    name: str = "m5"
+    n_classes: int = 10
+    width: int | None = None
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        self.name = parse_model_name(self.name)
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"width must be >= 1 (or None for the paper's), got {self.width}")
+
+
+# ---------------------------------------------------------------------------------------------
+# M5, written out
+
+
+class M5(nn.Module):
+    """M5, the 5-layer raw-waveform CNN of Dai et al. (2017): ``[batch, 1, samples]`` audio at 8 kHz in,
+    ``[batch, n_classes]`` class scores (logits) out.
+
+    Four stages, each a convolution, BatchNorm, a max-pool of 4 and a ReLU, then the mean over
+    time and one linear layer. Build it with ``build_model("m5")`` (or ``M5()``); ``width``
+    (``ModelConfig.width``) scales every stage, for a smaller model of the same shape.
+
+    ``receptive_field`` (1 772 samples, 0.22 s at 8 kHz) and ``hop`` (1 024) are read off the
+    layers, so a variant with other layers (a subclass that replaces ``conv1``, say) has its own.
+
+    Used by notebooks 4, 5 and 8 and every training run of M5.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig("m5")
+        self.title = "M5"
+        c = config.width or 128  # channels of the first two stages: the paper's 128
+        # Stage 1: 128 filters of 80 samples (10 ms at 8 kHz), moved 4 samples at a time.
+        self.conv1 = nn.Conv1d(1, c, kernel_size=80, stride=4)
+        self.bn1 = nn.BatchNorm1d(c)
+        self.pool1 = nn.MaxPool1d(4)
+        # Stages 2-4: filters of 3 time steps, over 128, 256 and 512 channels.
+        self.conv2 = nn.Conv1d(c, c, kernel_size=3)
+        self.bn2 = nn.BatchNorm1d(c)
+        self.pool2 = nn.MaxPool1d(4)
+        self.conv3 = nn.Conv1d(c, 2 * c, kernel_size=3)
+        self.bn3 = nn.BatchNorm1d(2 * c)
+        self.pool3 = nn.MaxPool1d(4)
+        self.conv4 = nn.Conv1d(2 * c, 4 * c, kernel_size=3)
+        self.bn4 = nn.BatchNorm1d(4 * c)
+        self.pool4 = nn.MaxPool1d(4)
+        # The classifier: 512 features -> one score per class.
+        self.fc = nn.Linear(4 * c, config.n_classes)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples one time step of the last stage sees (also the shortest input M5 takes)."""
+        return conv_geometry(self.children())[0]
+
+    @property
+    def hop(self) -> int:
+        """Input samples between two neighbouring time steps of the last stage."""
+        return conv_geometry(self.children())[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits ``[batch, n_classes]`` (apply softmax for probabilities)."""
+        x = prepare_input(x, title=self.title, receptive_field=self.receptive_field,
+                          normalize=self.config.normalize)  # [B, 1, 32000]; each clip at unit RMS
+        # Pooling before the ReLU gives the same numbers (both keep the order of values) with a
+        # quarter of the ReLU's work.
+        x = F.relu(self.pool1(self.bn1(self.conv1(x))))  # [B, 128, 1995]
+        x = F.relu(self.pool2(self.bn2(self.conv2(x))))  # [B, 128, 498]
+        x = F.relu(self.pool3(self.bn3(self.conv3(x))))  # [B, 256, 124]
+        x = F.relu(self.pool4(self.bn4(self.conv4(x))))  # [B, 512, 30]
+        x = x.mean(dim=-1)  # [B, 512]: each channel averaged over the clip
+        return self.fc(x)  # [B, 10]
+
 
 # ---------------------------------------------------------------------------------------------
 # The family: Table 1 of Dai et al. (2017), one line per model
@@ -81,8 +203,10 @@ SPECS: dict[str, Spec] = {
     "m18": Spec("M18", width=64, stages=(4, 4, 4, 4)),
     "m34res": Spec("M34-res", width=48, stages=(3, 4, 6, 3), residual=True),
 }
+
 #: The raw-waveform models of Dai et al. (2017).
 RAW_WAVEFORM_MODELS = tuple(SPECS)
+
 #: Every model ``build_model`` knows: the raw-waveform family and the log-mel CNN
 #: (:mod:`us8k_lib.logmel`, notebook 8).
 MODEL_NAMES = (*RAW_WAVEFORM_MODELS, "logmel")
@@ -93,65 +217,12 @@ MODEL_NAMES = (*RAW_WAVEFORM_MODELS, "logmel")
 PAPER_PARAMETERS: dict[str, float] = {"m3": 0.2e6, "m11": 1.8e6, "m18": 3.7e6, "m34res": 4.0e6}
 
 FIRST_KERNEL = 80  # samples: 10 ms at 8 kHz
+
 FIRST_STRIDE = 4
+
 POOL = 4
+
 KERNEL = 3  # every later convolution
-
-
-def parse_model_name(name: str) -> str:
-    """Return the canonical name (``"m34res"``) for ``name`` (``"M34-res"``, ``"m18"``, ...).
-
-    Case, ``-`` and ``_`` do not matter. Raises ValueError listing the valid names otherwise.
-    Used by :class:`ModelConfig` and the ``--model`` option.
-    """
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key == "logmelcnn":
-        key = "logmel"
-    if key not in MODEL_NAMES:
-        valid = ", ".join(f"{n} ({display_name(n)})" for n in MODEL_NAMES)
-        raise ValueError(f"unknown model {name!r}: choose one of {valid}")
-    return key
-
-
-def display_name(model: str) -> str:
-    """Return the paper's spelling of a model name (``"m34res"`` -> ``"M34-res"``).
-
-    Used by notebooks 4, 6 and 8 and every command's log.
-    """
-    key = parse_model_name(model)
-    return "LogMel-CNN" if key == "logmel" else SPECS[key].title
-
-
-@dataclass
-class ModelConfig:
-    """Which network to build, and how wide.
-
-    Attributes:
-        name: one of :data:`MODEL_NAMES` (any case; ``"M34-res"`` works too); stored canonical.
-        n_classes: number of output logits (UrbanSound8K has 10 classes).
-        width: channels of the first stage; None is the paper's (M3 256, M5 128, M11 and M18
-            64, M34-res 48; the log-mel CNN's first block: 32). Later stages scale with it, so a small width gives a small model of
-            the same shape (for quick tests).
-        normalize: scale each clip to unit RMS before the first convolution. Off in the paper;
-            the training recipe turns it on, because a clip's loudness (recording gain,
-            distance) says nothing about its class but otherwise changes every activation.
-    """
-
-    name: str = "m5"
-    n_classes: int = 10
-    width: int | None = None
-    normalize: bool = False
-
-    def __post_init__(self) -> None:
-        self.name = parse_model_name(self.name)
-        if self.n_classes < 1:
-            raise ValueError(f"n_classes must be >= 1, got {self.n_classes}")
-        if self.width is not None and self.width < 1:
-            raise ValueError(f"width must be >= 1 (or None for the paper's), got {self.width}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks
 
 
 class ConvBlock(nn.Module):
@@ -201,10 +272,6 @@ class ResidualBlock(nn.Module):
         return self.relu2(self.bn2(self.conv2(h)) + self.shortcut(x))
 
 
-# ---------------------------------------------------------------------------------------------
-# The network
-
-
 class RawWaveformCNN(nn.Module):
     """Any model of the family: ``[batch, 1, samples]`` float audio -> ``[batch, n_classes]`` logits.
 
@@ -219,7 +286,7 @@ class RawWaveformCNN(nn.Module):
             221.5 ms at 8 kHz); also the shortest input the model accepts.
         hop: input samples between two neighbouring time steps of the last layer (1024 for M5).
 
-    Used by notebooks 4 and 5.
+    Built by :func:`build_model` for M3, M11, M18 and M34-res (notebooks 4 and 6).
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
@@ -244,8 +311,7 @@ class RawWaveformCNN(nn.Module):
                 layers.append(nn.MaxPool1d(pool))
         self.blocks = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in, config.n_classes)
-        _, end = _layer_geometry(self.blocks, None)
-        self.receptive_field, self.hop = end.field, end.hop
+        self.receptive_field, self.hop = conv_geometry(self.blocks.modules())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the last layer's output, ``[batch, channels, time]`` (before the mean over time)."""
@@ -260,15 +326,19 @@ class RawWaveformCNN(nn.Module):
         return self.fc(self.features(x).mean(dim=-1))
 
 
+# ---------------------------------------------------------------------------------------------
+# Building one
+
+
 def build_model(config: ModelConfig | str = "m5", **overrides: object) -> nn.Module:
     """Return a freshly initialised model: the one way to build one.
 
-    ``config`` is a :class:`ModelConfig` or a model name (:data:`MODEL_NAMES`: a raw-waveform
-    :class:`RawWaveformCNN` of Dai et al., or ``"logmel"``, the
+    ``config`` is a :class:`ModelConfig` or a model name (:data:`MODEL_NAMES`: :class:`M5`, another
+    raw-waveform model of Dai et al. (:class:`RawWaveformCNN`), or ``"logmel"``, the
     :class:`us8k_lib.logmel.LogMelCNN`); ``overrides`` replace its fields, e.g.
     ``build_model("m18", width=8)``. Every model maps ``[batch, 1, samples]`` to
-    ``[batch, n_classes]`` logits and has ``title``, ``features``, ``fc``, ``receptive_field``
-    and ``hop``. Raises ValueError for an unknown name (listing the valid ones). Used by
+    ``[batch, n_classes]`` logits and has ``config``, ``title``, ``fc``, ``receptive_field`` and ``hop``. Raises
+    ValueError for an unknown name (listing the valid ones). Used by
     notebooks 4, 5 and 8 and every training run.
     """
     if isinstance(config, str):
@@ -279,7 +349,7 @@ def build_model(config: ModelConfig | str = "m5", **overrides: object) -> nn.Mod
         from us8k_lib.logmel import LogMelCNN  # late: it needs torchaudio
 
         return LogMelCNN(config)
-    return RawWaveformCNN(config)
+    return M5(config) if config.name == "m5" else RawWaveformCNN(config)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -291,144 +361,19 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# ---------------------------------------------------------------------------------------------
-# Shapes and receptive fields, layer by layer
+def upgrade_state_dict(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return ``state`` (a model's weights, as saved) in the names this code's model ``name`` uses.
 
-
-@dataclass(frozen=True)
-class _At:
-    """Where the signal is after a layer: channels, time steps (None: length unknown), receptive
-    field and hop in input samples."""
-
-    channels: int
-    steps: int | None
-    field: int
-    hop: int
-
-
-def _after(m: nn.Module, at: _At) -> _At:
-    """Return the geometry after layer ``m`` (only convolutions and pools change it)."""
-    if not isinstance(m, (nn.Conv1d, nn.MaxPool1d)):
-        return at
-    k, s, d, p = (_as_int(v) for v in (m.kernel_size, m.stride, m.dilation, m.padding))
-    steps = None if at.steps is None else (at.steps + 2 * p - d * (k - 1) - 1) // s + 1
-    channels = m.out_channels if isinstance(m, nn.Conv1d) else at.channels
-    return _At(channels, steps, at.field + d * (k - 1) * at.hop, at.hop * s)
-
-
-def _as_int(v: int | tuple[int, ...]) -> int:
-    return int(v[0]) if isinstance(v, tuple) else int(v)
-
-
-def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in module.named_modules(prefix=prefix) if not list(m.children())]
-
-
-def _layer_geometry(blocks: nn.Sequential, length: int | None
-                    ) -> tuple[list[tuple[str, nn.Module | None, _At]], _At]:
-    """Follow an input of ``length`` samples through ``blocks``, one row per layer.
-
-    Returns ``(rows, end)``: rows of (name, module or None for a residual sum, geometry after
-    it), and the geometry of the output. A residual block's shortcut starts from the block's
-    input; the sum sees as far as its wider branch, the convolutions.
+    M5 was once built from the family's table, so checkpoints written then name its layers
+    ``blocks.0.conv``, ``blocks.0.bn`` ... (one block per stage); :class:`M5` calls the same
+    layers ``conv1``, ``bn1`` .... Other names, and other models, pass through unchanged. Used by
+    :func:`us8k_lib.runs.checkpoint.load_checkpoint`.
     """
-    rows: list[tuple[str, nn.Module | None, _At]] = []
-    at = _At(1, length, 1, 1)
-    for index, block in blocks.named_children():
-        prefix = f"blocks.{index}"
-        if isinstance(block, ResidualBlock):
-            start = at
-            for name in ("conv1", "bn1", "relu1", "conv2", "bn2"):
-                at = _after(getattr(block, name), at)
-                rows.append((f"{prefix}.{name}", getattr(block, name), at))
-            short = start
-            for name, m in _leaves(block.shortcut, f"{prefix}.shortcut"):
-                short = _after(m, short)
-                rows.append((name, m, short))
-            at = _At(at.channels, at.steps, max(at.field, short.field), at.hop)
-            rows.append((f"{prefix} sum", None, at))
-            rows.append((f"{prefix}.relu2", block.relu2, at))
-        else:
-            for name, m in _leaves(block, prefix):
-                at = _after(m, at)
-                rows.append((name, m, at))
-    return rows, at
-
-
-def compute_layer_table(model: nn.Module, length: int = 32000, sr: int = 8000) -> pd.DataFrame:
-    """Return a layer-by-layer table of ``model`` (any of the family) for ``length`` samples at ``sr`` Hz.
-
-    Columns: ``layer`` (module name; ``blocks.N sum`` is a residual block's addition), ``type``,
-    ``output_shape`` (channels, time steps; batch left out), ``receptive_field`` (input samples
-    one output step sees), ``receptive_field_ms``, ``hop`` (input samples between output steps),
-    ``params``. The last rows are the mean over time and the classifier. Every row's shape is
-    checked against a real forward pass, so the table cannot drift from the network.
-    Used by notebook 4.
-    """
-    if length < model.receptive_field:
-        raise ValueError(f"length {length} is shorter than the receptive field ({model.receptive_field} samples)")
-    if not isinstance(model, RawWaveformCNN):  # the log-mel CNN reads its shapes off a forward pass
-        return model.layer_table(length=length, sr=sr)
-    layers, end = _layer_geometry(model.blocks, length)
-    rows = [{
-        "layer": name, "type": type(m).__name__ if m is not None else "add",
-        "output_shape": (at.channels, at.steps), "receptive_field": at.field,
-        "receptive_field_ms": 1000 * at.field / sr, "hop": at.hop,
-        "params": count_parameters(m) if m is not None else 0,
-    } for name, m, at in layers]
-    for name, kind, shape, params in (("mean over time", "mean", (end.channels,), 0),
-                                      ("fc", "Linear", (model.fc.out_features,), count_parameters(model.fc))):
-        rows.append({"layer": name, "type": kind, "output_shape": shape, "receptive_field": length,
-                     "receptive_field_ms": 1000 * length / sr, "hop": None, "params": params})
-    table = pd.DataFrame(rows)
-    table["hop"] = table["hop"].astype("Int64")  # the last two rows have no hop: keep integers
-    _check_against_forward(model, layers, length)
-    return table
-
-
-def _check_against_forward(model: RawWaveformCNN, layers: list[tuple[str, nn.Module | None, _At]],
-                           length: int) -> None:
-    """Run the model once and compare every layer's real output shape with the table's."""
-    seen: dict[int, list[tuple[int, ...]]] = {}
-    def record(module: nn.Module, args: object, out: torch.Tensor) -> None:
-        seen.setdefault(id(module), []).append(tuple(out.shape[1:]))
-
-    hooks = [m.register_forward_hook(record) for _, m, _ in layers if m is not None]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model.features(torch.zeros(1, 1, length, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    for name, m, at in layers:
-        if m is None:
-            continue
-        shapes = seen.get(id(m), [])
-        if shapes != [(at.channels, at.steps)]:
-            raise AssertionError(f"layer table row {name}: computed {(at.channels, at.steps)}, "
-                                 f"the model produced {shapes}")
-
-
-def family_table(length: int = 32000, sr: int = 8000, n_classes: int = 10) -> pd.DataFrame:
-    """Return one row per model of the family: size, receptive field and output length.
-
-    Columns: ``model`` (the paper's name), ``name`` (for ``--model``), ``parameters``,
-    ``receptive_field`` (samples), ``receptive_field_ms``, ``hop`` (samples), ``output_steps``
-    (time steps before the mean, for ``length`` samples), each computed from a freshly built
-    network (and its layer table, so checked against a forward pass). Used by notebook 4.
-    """
-    rows = []
-    for name in MODEL_NAMES:
-        model = build_model(name, n_classes=n_classes)
-        table = compute_layer_table(model, length=length, sr=sr)
-        last_block = table[table["layer"].str.startswith("blocks.")].iloc[-1]  # what the mean over time reads
-        rows.append({
-            "model": model.title, "name": name, "parameters": count_parameters(model),
-            "receptive_field": model.receptive_field,
-            "receptive_field_ms": 1000 * model.receptive_field / sr, "hop": model.hop,
-            "output_steps": last_block["output_shape"][-1],
-        })
-    return pd.DataFrame(rows)
+    if name != "m5":
+        return dict(state)
+    renamed = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        old = len(parts) == 4 and parts[0] == "blocks" and parts[2] in ("conv", "bn")
+        renamed[f"{parts[2]}{int(parts[1]) + 1}.{parts[3]}" if old else key] = value
+    return renamed
