@@ -16,16 +16,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from us8k_lib import cli
-from us8k_lib.metadata import CLASSES
-from us8k_lib.runs.checkpoint import load_checkpoint
-from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
-from us8k_lib.engine.batches import make_loader
 from us8k_lib.devices import choose_device, decide_amp
+from us8k_lib.engine.batches import make_loader
+from us8k_lib.engine.fit import fit
 from us8k_lib.errors import CheckpointError
 from us8k_lib.evaluate import evaluate
+from us8k_lib.metadata import CLASSES
 from us8k_lib.predict import predict_files
-from us8k_lib.engine.fit import fit
 from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +112,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tiny_root: Path, cac
     real_save = torch.save
     calls = []
 
-    def save_then_die(obj, f, *args, **kwargs):  # noqa: ANN001 - torch.save's signature
+    def save_then_die(obj, f, *args, **kwargs):  # torch.save's signature
         calls.append(1)
         if len(calls) == 2:
             f.write(b"half a checkpoint")
@@ -462,18 +461,21 @@ def test_resume_keeps_the_checkpoints_test_fold_and_the_stop_hint_names_the_data
 
 def test_a_diverging_run_stops_naming_the_epoch_before_saving_it(tiny_root: Path, data_dir: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """A learning rate far too high makes the loss NaN: one error line naming the epoch and --lr,
-    and no checkpoint of NaN weights (nor a JSON error about NaN) left behind."""
+    """A learning rate and a weight decay far too high make the loss NaN: one error line naming the
+    epoch and both settings (the weight decay too, being large enough to be the cause), and no
+    checkpoint of NaN weights (nor a JSON error about NaN) left behind."""
     from us8k_lib.errors import US8KError
 
+    wild = {**SMALL, "batch_size": 4, "lr": 10.0, "weight_decay": 10.0}  # the largest the settings allow
     with pytest.raises(US8KError, match=r"^epoch 1: the training loss is (nan|inf).*lower learning rate \(lr\) "
-                                        r"than 1e\+20"):
-        fit(TrainConfig(epochs=2, **{**SMALL, "lr": 1e20}, scheduler="constant"), tiny_root, tmp_path / "fit",
+                                        r"than 10, e\.g\. 1, or a lower weight decay \(weight_decay\) than 10"):
+        fit(TrainConfig(epochs=2, **wild, scheduler="constant"), tiny_root, tmp_path / "fit",
             cache_dir=data_dir / "cache", progress=False, verbose=False)
     assert not (tmp_path / "fit").exists()  # nothing written, so the folder the run made is gone again
     out = tmp_path / "run"
-    code = cli.main(["train", "--root", str(tiny_root), "--epochs", "1", "--batch-size", "16", "--width", "8",
-                     "--lr", "1e20", "--scheduler", "constant", "--out", str(out)])
+    code = cli.main(["train", "--root", str(tiny_root), "--epochs", "1", "--batch-size", "4", "--width", "8",
+                     "--lr", "10", "--weight-decay", "10", "--scheduler", "constant", "--seed", "3", "--out", str(out)])
     err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar, which clears its line
     assert code == 1 and err.startswith("error: epoch 1: the training loss is ") and err.count("\n") == 1, err
+    assert "(--lr)" in err and "(--weight-decay)" in err
     assert not out.exists()

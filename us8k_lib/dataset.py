@@ -26,6 +26,7 @@ from us8k_lib import audio
 from us8k_lib.engine.cache import build_cache
 from us8k_lib.paths import normalize_root
 
+
 class ClipBatch(Sequence):
     """What :meth:`US8KDataset.__getitems__` returns: the batch already stacked, which also reads
     as a sequence of ``(waveform, label)`` samples (made on demand), so any ``collate_fn`` works.
@@ -37,7 +38,7 @@ class ClipBatch(Sequence):
         waveforms: ``[B, 1, length]`` float32 tensor.
         labels: ``[B]`` int64 tensor.
 
-    Used by notebook 5 (through the training loader).
+    Used by the training batches (:func:`us8k_lib.train.make_batches`, notebook 5).
     """
 
     def __init__(self, waveforms: torch.Tensor, labels: torch.Tensor) -> None:
@@ -51,15 +52,17 @@ class ClipBatch(Sequence):
             return [self[k] for k in range(*j.indices(len(self)))]
         return self.waveforms[j], int(self.labels[j])
 
+
 def collate_clips(batch: list) -> Any:
     """DataLoader ``collate_fn`` for :class:`US8KDataset`: returns ``(waveforms [B,1,L], labels [B])``.
 
     Same result as the default collate, without copying each sample a second time; falls back to
-    ``default_collate`` for anything else. Used by notebook 5 (via train.py).
+    ``default_collate`` for anything else. Used by :func:`us8k_lib.engine.batches.make_loader`.
     """
     if isinstance(batch, ClipBatch):
         return batch.waveforms, batch.labels
     return default_collate(batch)
+
 
 class US8KDataset(Dataset):
     """UrbanSound8K clips of some folds as ``(waveform [1, length] float32, classID)`` items.

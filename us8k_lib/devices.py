@@ -48,8 +48,7 @@ def cpu_has_native_bf16() -> bool:
     """Return True if this CPU has bf16 arithmetic instructions (AVX512-BF16, AMX-BF16, ARM BF16).
 
     Without them PyTorch emulates bf16 and autocast is slower than fp32: M5 training on an
-    AVX2-only 2-core AMD EPYC ran 29 clips/s in fp32 and 5 clips/s with bf16 autocast. Used by
-    notebook 5.
+    AVX2-only 2-core AMD EPYC ran 29 clips/s in fp32 and 5 clips/s with bf16 autocast. Used by :func:`decide_amp`.
     """
     caps = torch.cpu.get_capabilities()
     return any(bool(caps.get(flag, False)) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
@@ -60,7 +59,7 @@ def decide_amp(device: torch.device, requested: bool = True) -> bool:
 
     Only where the hardware runs bf16 natively: CUDA GPUs that support it, CPUs per
     :func:`cpu_has_native_bf16`; never on MPS (not measured) or when ``requested`` is False.
-    Used by notebook 5.
+    Used by :func:`place` (every training run).
     """
     if not requested:
         return False
@@ -85,7 +84,7 @@ class Placement(NamedTuple):
 
 def place(preference: str = "auto", amp: bool = False) -> Placement:
     """Decide a run's device (:func:`choose_device`) and precision (:func:`decide_amp`) once, and
-    set the CUDA switches a run trains with. Used by ``train.fit`` and the ``train`` command."""
+    set the CUDA switches a run trains with. Used by ``engine.fit.fit`` and the ``train`` command."""
     device = choose_device(preference)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch has the same shape: tune once

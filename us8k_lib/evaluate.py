@@ -1,12 +1,14 @@
 """Honest evaluation: accuracy, loss, per-class accuracy, confusion matrix and per-clip predictions.
 
-Used by notebooks 5 and 6 and by every training run.
+:func:`compute_logits` is the evaluation loop (``model.eval()``, no gradients, every batch);
+:func:`evaluate` turns its logits into an :class:`EvalResult`. Used by notebook 5 and every
+training run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
-from us8k_lib.engine.batches import DeviceBatches, make_loader
 from us8k_lib.devices import autocast
+from us8k_lib.engine.batches import DeviceBatches, make_loader
 from us8k_lib.engine.distributed import all_gather_objects, shard
 from us8k_lib.engine.distributed import is_active as dist_is_active
 from us8k_lib.metadata import CLASSES
@@ -62,10 +64,35 @@ class EvalResult:
 
 
 @torch.no_grad()
+def compute_logits(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                   device: torch.device, amp: bool = False,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over every batch; return its logits ``[N, n_classes]`` (float32) and the labels
+    ``[N]``, on the CPU.
+
+    The model is put in evaluation mode (``model.eval()``: BatchNorm uses the running statistics it
+    learned instead of each batch's) and no gradient is recorded (``torch.no_grad``): nothing is
+    learned from the clips evaluated. Used by notebook 5 and :func:`evaluate`.
+    """
+    model.eval()
+    logits, labels = [], []
+    for x, y in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
+        with autocast(device, amp):
+            out = model(x.to(device, non_blocking=device.type == "cuda"))
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    if not logits:
+        return torch.zeros((0, 0)), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(logits), torch.cat(labels)
+
+
 def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torch.device | str | None = None,
              batch_size: int = 64, amp: bool = False, progress: bool = False,
              classes: Sequence[str] = CLASSES, distributed: bool = False, data_path: str = "loader") -> EvalResult:
-    """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one).
+    """Evaluate ``model`` on a dataset (or an unshuffled DataLoader over one); return an :class:`EvalResult`.
+
+    The logits come from :func:`compute_logits`; a clip's prediction is its class of highest logit
+    (``argmax``), and the loss is the mean cross-entropy.
 
     Args:
         model: returns logits ``[batch, n_classes]``; it is put in eval mode and left there.
@@ -73,7 +100,7 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
             dataset of ``(waveform, classID)`` items, or a DataLoader without shuffling.
         device: where to run; default the model's device.
         batch_size: clips per forward pass (only used when ``data`` is a dataset).
-        amp: bf16 autocast (see :func:`decide_amp`).
+        amp: bf16 autocast (see :func:`us8k_lib.devices.decide_amp`).
         progress: show a tqdm progress bar.
         distributed: under torchrun, each rank evaluates every ``world_size``-th clip and the
             ranks exchange their predictions, so every rank returns the same result over all
@@ -83,16 +110,15 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
             from a copy of its cache in device memory, :class:`us8k_lib.engine.batches.DeviceBatches`):
             the same batches, so the same result.
 
-    Returns:
-        An :class:`EvalResult`. Used by notebook 5.
+    Used by notebook 5 and every training run.
     """
     if isinstance(data, DataLoader):
         if not isinstance(data.sampler, SequentialSampler):
             raise ValueError("evaluate() needs a DataLoader without shuffling "
                              "(its rows must match the dataset's table)")
-        loader, dataset = data, data.dataset
         if distributed and dist_is_active():
             raise ValueError("evaluate(distributed=True) needs a dataset, not a DataLoader")
+        loader, dataset = data, data.dataset
     else:
         dataset = data
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -103,26 +129,18 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
         else:
             part = dataset if len(mine) == len(dataset) else Subset(dataset, list(mine))
             loader = make_loader(part, batch_size, device=device, workers=0)
-    model.eval()
-    losses, preds, probs, trues = [], [], [], []
-    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        x = x.to(device, non_blocking=device.type == "cuda")
-        y = y.to(device, non_blocking=device.type == "cuda")
-        with autocast(device, amp):
-            logits = model(x)
-        logits = logits.float()
-        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
-        p = logits.softmax(dim=1)
-        top_p, top = p.max(dim=1)
-        preds.append(top.cpu())
-        probs.append(top_p.cpu())
-        trues.append(y.cpu())
-    y_true = torch.cat(trues).numpy() if trues else np.zeros(0, dtype=np.int64)
-    y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-    p_pred = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
-    loss_sum = float(sum(losses))
+    logits, labels = compute_logits(model, loader, device=device, amp=amp, progress=progress)
+    loss_sum = float(F.cross_entropy(logits, labels, reduction="sum")) if len(labels) else 0.0
+    top_p, top = logits.softmax(dim=1).max(dim=1) if len(labels) else (torch.zeros(0), labels)
+    y_true, y_pred, p_pred = labels.numpy(), top.numpy(), top_p.numpy()
     if len(mine) != len(dataset):
         y_true, y_pred, p_pred, loss_sum = _gather_shards(np.asarray(mine), y_true, y_pred, p_pred, loss_sum)
+    return _result(y_true, y_pred, p_pred, loss_sum, classes, getattr(dataset, "table", None))
+
+
+def _result(y_true: np.ndarray, y_pred: np.ndarray, p_pred: np.ndarray, loss_sum: float, classes: Sequence[str],
+            table: pd.DataFrame | None) -> EvalResult:
+    """The :class:`EvalResult` of these per-clip labels and predictions (``table`` names the clips)."""
     n = len(classes)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (y_true, y_pred), 1)
@@ -132,7 +150,6 @@ def evaluate(model: torch.nn.Module, data: Dataset | DataLoader, *, device: torc
         per_acc = np.where(clips > 0, correct / np.maximum(clips, 1), np.nan)
     per_class = pd.DataFrame({"clips": clips, "correct": correct, "accuracy": per_acc},
                              index=pd.Index(list(classes), name="class"))
-    table = getattr(dataset, "table", None)
     files = table["slice_file_name"].astype(str).to_numpy() if table is not None else np.arange(len(y_true)).astype(str)
     folds = table["fold"].to_numpy() if table is not None else np.zeros(len(y_true), dtype=np.int64)
     names = np.asarray(classes, dtype=object)

@@ -34,8 +34,9 @@ batch 16 on a 2-core EPYC, torch 2.14.1: one training step's peak above the resi
 it 607 MB kept, 423 MB with glibc's defaults, 283 MB lean (``benchmarks/bench_memory.py``
 measures whole notebooks); notebook 5 ran in 28 s fast and 43 s lean on the mini dataset (docs/binder.md).
 
-Used by :func:`us8k_lib.train.fit` (so by notebooks 5-8 and ``python -m us8k_lib train``), by
-:func:`us8k_lib.engine.cache.build_cache` (notebooks 3 and 5) and by the benchmarks.
+Used by :func:`us8k_lib.train.train_one_epoch` (so by notebook 5's loop and every training run), by
+:func:`us8k_lib.engine.fit.fit` around a whole run, by :func:`us8k_lib.engine.cache.build_cache`
+(notebooks 3 and 5) and by the benchmarks.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def memory_mode() -> str:
 
     ``US8K_MEMORY`` decides if set; otherwise ``"lean"`` when :func:`memory_limit_bytes` is under
     :data:`LEAN_BELOW_BYTES` (Binder, a small container), else ``"fast"`` (a laptop, a
-    workstation, a GPU server). Used by every notebook that trains (5-8) through ``train.fit``.
+    workstation, a GPU server). Used by every notebook that trains (5-8), through :func:`reuse_freed_memory`.
 
     Raises:
         ValueError: ``US8K_MEMORY`` is set to something other than ``fast`` or ``lean``.
@@ -159,8 +160,8 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     Raises:
         ValueError: ``US8K_MEMORY`` holds an unknown mode.
 
-    Used by :func:`us8k_lib.train.fit` (notebooks 5-8), :func:`us8k_lib.engine.cache.build_cache` and
-    the benchmarks.
+    Used by :func:`us8k_lib.train.train_one_epoch` (notebooks 5-8), :func:`us8k_lib.engine.fit.fit`,
+    :func:`us8k_lib.engine.cache.build_cache` and the benchmarks.
     """
     global _depth
     libc = _glibc() if enabled else None

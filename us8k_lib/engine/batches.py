@@ -22,7 +22,7 @@ batches are the same whatever the workers, the resumes, or the way they are serv
 loader. Both give the same batches bit for bit (tested on the CPU, where ``data="device"`` can be
 forced).
 
-Used by notebook 5 (through ``train.fit``), every training run and ``evaluate``.
+Used by notebook 5 (through :func:`us8k_lib.train.make_batches`), every training run and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from us8k_lib.dataset import collate_clips
 from us8k_lib.recipe import DATA_PATHS
+
 #: "auto" keeps the cache on a GPU when it takes at most this share of the free memory: the
 #: model, its activations, the optimizer and cuDNN's workspaces get the rest.
 DEVICE_FRACTION = 0.25
@@ -68,7 +69,7 @@ class EpochSampler(Sampler[int]):
         rank, world: this process's rank and the number of ranks.
         shuffle: False serves ``0 .. n-1`` in order (padded the same way).
 
-    Used by ``train.fit`` and :class:`DeviceBatches`.
+    Used by ``engine.fit.fit`` and :class:`DeviceBatches`.
     """
 
     def __init__(self, n: int, seed: int, *, rank: int = 0, world: int = 1, shuffle: bool = True) -> None:
@@ -131,7 +132,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, device: torch.device, work
     (the clips in dataset order). ``shuffle``/``generator`` are for other uses (a DataLoader
     that shuffles by itself; training does not, see the module docstring). The worker processes'
     seeds come from a private generator, so starting them never advances the global random state.
-    Used by notebook 5 and every training run.
+    Used by :func:`us8k_lib.train.make_batches` and :func:`us8k_lib.evaluate.evaluate` (notebook 5, every training run).
     """
     if workers is None:
         workers = default_workers(device)
@@ -200,7 +201,7 @@ class DeviceBatches:
         sampler: an :class:`EpochSampler` (training) or None (evaluation, in order).
         indices: the dataset items to serve, in this order, when there is no sampler.
 
-    Used by ``train.fit`` and ``evaluate``.
+    Used by ``engine.fit.fit`` and ``evaluate``.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, device: torch.device,
@@ -245,7 +246,7 @@ def choose_data_path(requested: str, device: torch.device, nbytes: int) -> DataP
 
     ``"auto"``: on CUDA, the device copy when ``nbytes`` (the whole cache) is at most
     :data:`DEVICE_FRACTION` of the device's free memory, else the loader; on a CPU (or MPS,
-    not measured) the loader. Used by ``train.fit`` (notebook 5).
+    not measured) the loader. Used by ``engine.fit.fit`` and :func:`us8k_lib.train.make_batches` (notebook 5).
     """
     if requested not in DATA_PATHS:
         raise ValueError(f"data must be one of {DATA_PATHS}, got {requested!r}")
@@ -264,7 +265,7 @@ def choose_data_path(requested: str, device: torch.device, nbytes: int) -> DataP
 
 def training_batches(dataset: Dataset, batch_size: int, *, path: DataPath, device: torch.device,
                      sampler: EpochSampler, workers: int | None = None) -> DataLoader | DeviceBatches:
-    """Return what ``train.fit`` iterates each epoch: the same batches either way (see the module)."""
+    """Return what ``engine.fit.fit`` iterates each epoch: the same batches either way (see the module)."""
     if path.kind == "device":
         return DeviceBatches(dataset, batch_size, device=device, sampler=sampler)
     return make_loader(dataset, batch_size, device=device, workers=workers, sampler=sampler)

@@ -36,7 +36,7 @@ from us8k_lib.engine.distributed import is_active as dist_is_active
 from us8k_lib.engine.distributed import is_main as dist_is_main
 from us8k_lib.engine.distributed import rank as dist_rank
 from us8k_lib.engine.distributed import world_size as dist_world_size
-from us8k_lib.engine.parts import build_parts, DataSource, describe, Parts, prepare_data, RunData
+from us8k_lib.engine.parts import DataSource, Parts, RunData, build_parts, describe, prepare_data
 from us8k_lib.errors import SettingsError, US8KError, setting
 from us8k_lib.evaluate import EvalResult, evaluate
 from us8k_lib.recipe import TrainConfig, recipe_line
@@ -51,7 +51,8 @@ from us8k_lib.runs.results import (
     selected_epoch,
     write_run_files,
 )
-from us8k_lib.train import format_epoch, HISTORY_COLUMNS, train_one_epoch
+from us8k_lib.train import HISTORY_COLUMNS, format_epoch, train_one_epoch
+
 
 @dataclass
 class FitResult:
@@ -109,6 +110,7 @@ class FitResult:
         when nothing was written)."""
         return None if self.out is None else self.out / reported_name(self.selected is not None)
 
+
 def _run_epoch(epoch: int, config: TrainConfig, parts: Parts, data: RunData,
                evaluate_on: Callable[[Dataset], EvalResult], *, device: torch.device, amp: bool, rank: int,
                ddp: bool, progress: bool) -> tuple[dict[str, Any], EvalResult | None, EvalResult]:
@@ -142,6 +144,7 @@ def _run_epoch(epoch: int, config: TrainConfig, parts: Parts, data: RunData,
     }
     return row, validation, test
 
+
 def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None = None, out: str | Path | None = None,
         resume: bool = False, *, overwrite: bool = False, cache_dir: str | Path | None = None,
         skip_bad: bool = False, progress: bool = True, verbose: bool = True, ddp: bool | None = None,
@@ -158,7 +161,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
     ``resume`` or ``overwrite``). ``ddp``: one model over the torchrun ranks (None: when several
     are active). ``callback``: each epoch's history row, once saved. ``sources``: where each
     setting came from, for the recipe line. ``placement``: from :func:`us8k_lib.devices.place`.
-    Used by notebook 5 and ``python -m us8k_lib train`` / ``crossval``.
+    Used by ``python -m us8k_lib train`` and :func:`us8k_lib.crossval.crossval` (notebooks 6-8).
     """
     started = time.perf_counter()
     ddp = dist_is_active() if ddp is None else ddp and dist_is_active()
@@ -212,6 +215,7 @@ def fit(config: TrainConfig | None = None, root: str | Path | DataSource | None 
                      selected_epoch=best["epoch"] if selected is not None else None,
                      finished_before=action == "finished")
 
+
 def _divergence_advice(config: TrainConfig) -> str:
     """What to change after a run diverged: the learning rate, and the weight decay when it is large
     enough to be the cause (decoupled decay shrinks every weight by ``lr * weight_decay`` a step)."""
@@ -230,6 +234,7 @@ def _check_config(config: TrainConfig | dict[str, Any], world: int) -> TrainConf
                             "(the global batch size is kept: pick a multiple of the number of ranks)")
     return config
 
+
 def _saver(out: Path | None, parts: Parts, config: TrainConfig, data: RunData, device: str,
            amp: bool) -> Callable[..., None]:
     """Return what saves the run after an epoch (the checkpoints, then the run files) and, with
@@ -243,11 +248,14 @@ def _saver(out: Path | None, parts: Parts, config: TrainConfig, data: RunData, d
         if epoch_end:
             state = inference_state(parts.net, config, history, history[-1]["epoch"], sr=data.sr,
                                     length=data.length, dataset=data.identity)
-            save_epoch(out, {**state, **training_state(parts.optimizer, parts.scheduler, parts.augmenter, parts.processes), "best": best}, is_best=is_best)
+            resumable = training_state(parts.optimizer, parts.scheduler, parts.augmenter, parts.processes)
+            save_epoch(out, {**state, **resumable, "best": best}, is_best=is_best)
         write_run_files(out, config=config, history=history, test=evaluation, selected=selected, device=device,
-                        amp=amp, skipped=data.skipped, dataset=data.identity, data_path=data.path.kind)
+                        amp=amp, skipped=data.skipped, dataset=data.identity, data_path=data.path.kind,
+                        threads=torch.get_num_threads())
 
     return save
+
 
 def _finish(run: Any, save: Callable[..., None], history: list[dict[str, Any]], evaluation: EvalResult,
             selected: EvalResult | None, verbose: bool) -> None:
@@ -263,13 +271,15 @@ def _finish(run: Any, save: Callable[..., None], history: list[dict[str, Any]], 
         save(history, evaluation, selected=selected, epoch_end=False)
         if verbose:
             print(f"{run.path}: its history, metrics or predictions were not those of its last checkpoint (a run "
-                  "stopped while writing them); rewrote them.")
+                  "stopped while writing them, or edited since); rewrote them from the checkpoint.")
+
 
 def _seed(seed: int) -> None:
     """Seed the global generators (the training order and augmentation have their own, per epoch)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
 
 def _start(run: Any, parts: Parts, data: RunData, config: TrainConfig, verbose: bool,
            description: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -297,6 +307,7 @@ def _start(run: Any, parts: Parts, data: RunData, config: TrainConfig, verbose: 
         for row in history:
             print(format_epoch(row, config.epochs))
     return history, best
+
 
 def _select(parts: Parts, best: dict[str, Any] | None, evaluate_test: Callable[[], EvalResult]) -> EvalResult | None:
     """Evaluate the test fold with the weights validation selected (None without validation)."""

@@ -23,8 +23,8 @@ from us8k_lib.engine.distributed import barrier, is_main
 from us8k_lib.errors import US8KError
 from us8k_lib.metadata import CLASSES
 from us8k_lib.recipe import TrainConfig
-from us8k_lib.train import make_batches, make_optimizer, make_scheduler, PER_BATCH_SCHEDULERS
-from us8k_lib.runs.identity import dataset_identity, DatasetIdentity
+from us8k_lib.runs.identity import DatasetIdentity, dataset_identity
+from us8k_lib.train import PER_BATCH_SCHEDULERS, make_batches, make_optimizer, make_scheduler
 
 #: The torch.compile backend of ``TrainConfig(compile=True)``. Inductor generates fused kernels
 #: (C++ on a CPU, Triton on a GPU); the tests use "aot_eager", which traces the same graphs
@@ -40,7 +40,7 @@ COMPILE_BACKEND = "inductor"
 class DataSource:
     """A dataset opened once: its resolved folder, its metadata and its formatting-cache key.
 
-    Pass one as ``root`` to :func:`us8k_lib.train.fit` to spare it opening the dataset again
+    Pass one as ``root`` to :func:`us8k_lib.engine.fit.fit` to spare it opening the dataset again
     (``crossval`` does, for every fold).
     """
 
