@@ -1,4 +1,4 @@
-"""The recipe: defaults for the real data, the mini preset on small datasets, where each value came
+"""The recipe: defaults for the real data, the small preset on small datasets, where each value came
 from, the optimizer's parameter groups, and a command line that builds without torch."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from us8k_lib.cli.parser import build_parser
-from us8k_lib.model import build_model
 from us8k_lib.cli.training_flags import config_from_args
-from us8k_lib.recipe import PRESETS, TrainConfig, auto_preset, recipe_line, sources_of
+from us8k_lib.model import build_model
+from us8k_lib.recipe import TrainConfig, recipe_line, sources_of
+from us8k_lib.settings import PRESETS, choose
 from us8k_lib.train import make_optimizer
 
 
@@ -26,20 +27,22 @@ def test_help_imports_no_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_the_defaults_are_the_real_data_recipe_and_mini_is_a_preset(tiny_root: Path, real_sample: Path,
-                                                                      tmp_path: Path) -> None:
+def test_the_defaults_are_the_real_data_recipe_and_small_is_a_preset(tiny_root: Path, real_sample: Path,
+                                                                       tmp_path: Path) -> None:
     d = TrainConfig()
     assert (d.epochs, d.batch_size, d.optimizer, d.scheduler, d.amp) == (30, 128, "adamw", "onecycle", False)
     assert PRESETS["full"] == {}
-    assert auto_preset(tiny_root)[0] == "mini" and auto_preset(real_sample)[0] == "mini"
+    assert choose("auto", tiny_root).name == "small" and choose("auto", real_sample).name == "small"
     real = tmp_path / "UrbanSound8K"
     (real / "metadata").mkdir(parents=True)  # any folder that is not generated: the real recipe
-    assert auto_preset(real)[0] == "full"
+    assert choose("auto", real).name == "full"
     parser = build_parser()
     config, sources, note = config_from_args(parser.parse_args(["train", "--epochs", "3"]), tiny_root)
-    assert (config.epochs, config.batch_size, config.lr) == (3, PRESETS["mini"]["batch_size"], PRESETS["mini"]["lr"])
-    assert sources == {"epochs": "flag", "batch_size": "preset mini", "lr": "preset mini"}
-    assert note.startswith("preset mini (")
+    assert (config.epochs, config.batch_size, config.lr) == (3, PRESETS["small"]["batch_size"], PRESETS["small"]["lr"])
+    assert sources == {"epochs": "flag", "batch_size": "preset small", "lr": "preset small"}
+    assert note.startswith("preset small: ")
+    quick, _, _ = config_from_args(parser.parse_args(["train", "--preset", "quick"]), tiny_root)
+    assert quick.epochs == 1
     config, sources, _ = config_from_args(parser.parse_args(["train", "--preset", "full"]), tiny_root)
     assert config == TrainConfig() and sources == {}
     base = TrainConfig(epochs=5, lr=1e-3)
@@ -53,8 +56,8 @@ def test_the_defaults_are_the_real_data_recipe_and_mini_is_a_preset(tiny_root: P
 
 def test_the_recipe_line_names_every_value_and_its_source() -> None:
     config = TrainConfig(epochs=8, batch_size=16, lr=5e-3, width=8)
-    line = recipe_line(config, {"epochs": "preset mini", "batch_size": "preset mini", "lr": "flag"})
-    assert line == ("Recipe: M5 (default) at width 8 (set), 8 epochs (preset mini), batch 16 (preset mini), "
+    line = recipe_line(config, {"epochs": "preset small", "batch_size": "preset small", "lr": "flag"})
+    assert line == ("Recipe: M5 (default) at width 8 (set), 8 epochs (preset small), batch 16 (preset small), "
                     "AdamW (default), lr 0.005 (flag), weight decay 0.01 (default), one-cycle schedule (default), "
                     "fp32 (default), seed 0 (default)")
     assert "bf16 autocast (set)" in recipe_line(TrainConfig(amp=True), amp=True)
@@ -72,8 +75,8 @@ def test_adamw_decays_weights_only_and_adam_decays_everything() -> None:
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)] for p in decayed["params"]} == {n for n, p in model.named_parameters()
-                                                         if n.endswith("weight") and ".bn." not in n}
-    assert all(n.endswith("bias") or ".bn." in n for n in (names[id(p)] for p in plain["params"]))
+                                                         if n.endswith("weight") and not n.startswith("bn")}
+    assert all(n.endswith("bias") or n.startswith("bn") for n in (names[id(p)] for p in plain["params"]))
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
     tutorial = make_optimizer(model, lr=1e-3, weight_decay=1e-4, kind="adam")
     assert type(tutorial) is torch.optim.Adam and tutorial.param_groups[0]["weight_decay"] == 1e-4

@@ -42,7 +42,16 @@ from us8k_lib.metadata import CLASSES
 from us8k_lib.model import display_name
 from us8k_lib.recipe import TrainConfig, recipe_line
 from us8k_lib.runs.files import write_json, write_text
-from us8k_lib.runs.folder import CONFUSION_CSV, SUMMARY_CSV, SUMMARY_JSON, check_kind, default_run_dir, fold_dir, plan, run_status
+from us8k_lib.runs.folder import (
+    CONFUSION_CSV,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    check_kind,
+    default_run_dir,
+    fold_dir,
+    plan,
+    run_status,
+)
 from us8k_lib.runs.identity import DatasetIdentity
 from us8k_lib.runs.lock import locked
 from us8k_lib.runs.results import read_results, weights_file
@@ -240,8 +249,9 @@ def crossval(config: TrainConfig | None = None, root: str | Path | None = None, 
         if verbose:
             _announce(config, sources, show_recipe, dataset_folds, wanted, out)
         identity = source.identity(dataset_folds)
-        tasks = [FoldTask(configs[f], fold_dir(out, f), plan(fold_dir(out, f), configs[f].to_dict(), identity,
-                                                             resume=False, overwrite=overwrite, continue_unfinished=True))
+        tasks = [FoldTask(configs[f], fold_dir(out, f),
+                          plan(fold_dir(out, f), configs[f].to_dict(), identity,
+                               resume=False, overwrite=overwrite, continue_unfinished=True))
                  for f in wanted]  # every fold checked first: nothing trains if one is refused
         # One cache for every fold: built once, on one rank, before anybody trains.
         if main:

@@ -22,7 +22,6 @@ FOLDS: tuple[int, ...] = tuple(range(1, 11))
 DEFAULT_TEST_FOLD = 10
 
 
-
 def fold_roles(dataset_folds: Sequence[int], test_fold: int) -> tuple[int, list[int]]:
     """Return (validation fold, training folds) of ``test_fold`` in cross-validation over ``dataset_folds``.
 
@@ -35,11 +34,11 @@ def fold_roles(dataset_folds: Sequence[int], test_fold: int) -> tuple[int, list[
     """
     folds = sorted(int(f) for f in dataset_folds)
     if len(folds) < 3:
-        raise SettingsError(f"cross-validation needs at least 3 folds (train, validation, test); the dataset has {folds}")
+        raise SettingsError("cross-validation needs at least 3 folds (train, validation, test); "
+                            f"the dataset has {folds}")
     i = folds.index(test_fold)
     val = folds[i - 1]
     return val, [f for f in folds if f not in (test_fold, val)]
-
 
 
 def fold_problems(test_fold: int, val_fold: int | None, train_folds: Sequence[int] | None) -> list[str]:

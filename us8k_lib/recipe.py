@@ -1,13 +1,13 @@
-"""The recipe: what decides a training run's result, its defaults for the real UrbanSound8K, a preset
-for the small generated datasets, and where each value of a run came from.
+"""The recipe: what decides a training run's result, its defaults for the real UrbanSound8K, and where
+each value of a run came from.
 
 :class:`TrainConfig`'s defaults are the recipe for the user with the real data (8 732 clips, about
 7 000 training clips per fold) and one GPU; docs/recipe.md gives the reason and the source of each.
 The generated mini datasets (a few hundred clips) and the bundled 20-clip sample are another
-regime: at batch 128 an epoch of the mini dataset is three optimizer steps. So the commands use
-the :data:`PRESETS` entry ``"mini"`` on those datasets (``--preset auto``, the default; ``--preset
-full`` or ``--preset mini`` chooses). The notebooks and the tests pass their small settings
-explicitly. Every run's first line says which value came from where (:func:`recipe_line`).
+regime: at batch 128 an epoch of the mini dataset is three optimizer steps. The sets of sizes for
+each regime (``small``, ``full``, ``quick``) are :mod:`us8k_lib.settings`' table, which the
+commands' ``--preset`` and the notebooks' settings cells read. Every run's first line says which
+value came from where (:func:`recipe_line`).
 
 Building the command line's parser imports no torch (a test checks it), so ``--help`` answers in a
 fraction of a second; checking a config, and the ``--model`` and ``--device`` flags when given,
@@ -19,17 +19,48 @@ Used by notebooks 5-8 (``train.TrainConfig``) and the ``train`` and ``crossval``
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from us8k_lib.augment_settings import AUGMENT_FIELDS, validate_augment_fields
+from us8k_lib.errors import setting
 from us8k_lib.folds import DEFAULT_TEST_FOLD, fold_problems, training_folds
 
 SCHEDULERS = ("onecycle", "step", "cosine", "constant")
+#: The range of each numeric setting (``lr`` excludes its low end): the one place they are written,
+#: for :class:`TrainConfig` and the command line's flags alike. Beyond them a run cannot work: a
+#: batch above 65 536 clips is over seven times the whole dataset, a learning rate or a weight decay
+#: above 10 only diverges, numpy's generators take seeds below 2**32, and a width above 4 096
+#: channels (32 times the paper's M5) would not fit any GPU.
+LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0.0, 10.0), "weight_decay": (0.0, 10.0),
+    "seed": (0, 2**32 - 1), "width": (1, 4096), "workers": (0, 256), "step_size": (1, 100_000),
+    "gamma": (0.0, 1.0),
+}
 OPTIMIZERS = ("adamw", "adam")
 DATA_PATHS = ("auto", "loader", "device")
+
+
+def limit_problem(name: str, value: Any) -> str | None:
+    """Return what is wrong with ``value`` for the numeric setting ``name`` (:data:`LIMITS`), or None
+    (None is allowed for the settings whose default is None: ``width``, ``workers``). Used by
+    :class:`TrainConfig` and the command line's flags."""
+    low, high = LIMITS[name]
+    if value is None and name in ("width", "workers"):
+        return None
+    integral = isinstance(low, int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not float(value).is_integer()):
+        return f"{setting(name)} must be {'an integer' if integral else 'a number'}, got {value!r}"
+    below = value <= low if name == "lr" else value < low
+    if not math.isfinite(value) or below or value > high:
+        def words(v: float) -> str:
+            return str(v) if integral else f"{v:g}"
+
+        return (f"{setting(name)} must be {'>' if name == 'lr' else '>='} {words(low)} and <= {words(high)}, "
+                f"got {words(value)}")
+    return None
 
 
 @dataclass
@@ -122,25 +153,14 @@ class TrainConfig:
             self.model = parse_model_name(self.model)  # "M34-res" and "m34res" name the same model
         except ValueError as exc:
             problems.append(str(exc))
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
+        problems += [problem for name in LIMITS if (problem := limit_problem(name, getattr(self, name)))]
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.weight_decay >= 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.data not in DATA_PATHS:
             problems.append(f"data must be one of {DATA_PATHS}, got {self.data!r}")
         problems += fold_problems(self.test_fold, self.val_fold, self.train_folds)
-        if self.workers is not None and self.workers < 0:
-            problems.append(f"workers must be >= 0, got {self.workers}")
-        if self.width is not None and self.width < 1:
-            problems.append(f"width must be >= 1, got {self.width}")
         problems += validate_augment_fields(self)
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
@@ -172,35 +192,13 @@ class TrainConfig:
         return cls(**d)
 
 
-#: Settings that replace :class:`TrainConfig`'s defaults. ``full`` is the defaults themselves (the
-#: real data); ``mini`` is what the generated mini datasets were measured with: 460 clips need
-#: small batches (23 steps an epoch) and few epochs (docs/recipe.md).
-PRESETS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "mini": {"epochs": 8, "batch_size": 16, "lr": 5e-3},
-}
-
-
-def auto_preset(root: str | Path) -> tuple[str, str]:
-    """Return the preset ``--preset auto`` picks for a dataset, and why.
-
-    ``mini`` for a generated mini dataset or the bundled 20-clip sample, ``full`` for anything
-    else (the real download, ``US8K_ROOT``).
-    """
-    from us8k_lib.paths import dataset_name, is_mini, is_sample
-
-    if is_mini(root) or is_sample(root):
-        return "mini", f"the {dataset_name(root)} dataset is small"
-    return "full", "the defaults are the recipe for the real data"
-
-
 # ---------------------------------------------------------------------------------------------
 # Where each value came from
 
 
 def sources_of(config: TrainConfig, given: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return, for every field, where its value came from: ``given[field]`` when known (``"flag"``,
-    ``"preset mini"``, ``"checkpoint"``...), else ``"default"`` if it is the default, else ``"set"``."""
+    ``"preset small"``, ``"checkpoint"``...), else ``"default"`` if it is the default, else ``"set"``."""
     defaults = TrainConfig()
     given = dict(given or {})
     return {f.name: given.get(f.name) or ("default" if getattr(config, f.name) == getattr(defaults, f.name)
@@ -211,9 +209,9 @@ def recipe_line(config: TrainConfig, given: Mapping[str, str] | None = None, *, 
     """Return the first line a run prints: the recipe in force, each value with where it came from.
 
     ``amp``: whether bf16 autocast is actually on (the hardware may not run it); default
-    ``config.amp``. For example ``Recipe: M5 (default), 8 epochs (preset mini), batch 16 (preset
-    mini), AdamW (default), lr 0.005 (preset mini), weight decay 0.01 (default), one-cycle schedule
-    (default), fp32 (default), seed 0 (default)``. Used by ``train.fit`` and ``crossval``.
+    ``config.amp``. For example ``Recipe: M5 (default), 8 epochs (preset small), batch 16 (preset
+    small), AdamW (default), lr 0.005 (preset small), weight decay 0.01 (default), one-cycle schedule
+    (default), fp32 (default), seed 0 (default)``. Used by ``engine.fit.fit`` and ``crossval``.
     """
     from us8k_lib.model import display_name
 
@@ -228,7 +226,8 @@ def recipe_line(config: TrainConfig, given: Mapping[str, str] | None = None, *, 
     optimizer = {"adamw": "AdamW", "adam": "Adam with L2"}[config.optimizer]
     precision = ("bf16 autocast" if on else "fp32") if config.amp == on else "fp32 (no native bf16 here)"
     parts = [
-        f"{display_name(config.model)} {tag('model')}" + (f" at width {config.width} {tag('width')}" if config.width else ""),
+        f"{display_name(config.model)} {tag('model')}"
+        + (f" at width {config.width} {tag('width')}" if config.width else ""),
         f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} {tag('epochs')}",
         f"batch {config.batch_size} {tag('batch_size')}",
         f"{optimizer} {tag('optimizer')}",

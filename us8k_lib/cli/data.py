@@ -24,6 +24,7 @@ def _shown_path(p: Path) -> str:
         return str(p)
     return str(p) if rel.startswith("..") else rel
 
+
 def make_mini_command(args: argparse.Namespace) -> int:
     """Run ``python -m us8k_lib make-mini`` (args: root, seed, size, force) and print a summary.
 
@@ -54,13 +55,11 @@ def make_mini_command(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def download_command(args: argparse.Namespace) -> int:
     """Run ``python -m us8k_lib download``; return 0 (errors raise US8KError, which the CLI turns into 1)."""
     target = download_dataset(args.root, args.url, args.md5)
     print(f"Check every clip with: python -m us8k_lib validate --root {target}")
     return 0
-
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -71,7 +70,6 @@ def validate_command(args: argparse.Namespace) -> int:
     if args.json:
         print(f"Full report: {_write_report(report, args.json)}")
     return 0 if report.ok else 1
-
 
 
 def _write_report(report: ValidationReport, path: str | Path) -> Path:

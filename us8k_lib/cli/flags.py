@@ -79,7 +79,6 @@ def parse_folds(text: str | None) -> list[int] | None:
     return sorted(folds)
 
 
-
 def folds(text: str) -> str:
     """argparse type of ``crossval --folds``: checked by :func:`parse_folds`, returned as given."""
     try:

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(p)
     p.set_defaults(usage=_train_usage, command_parser=p)
 
-    p = sub.add_parser("crossval", help="10-fold cross-validation on the official folds, epoch chosen on a validation fold")
+    p = sub.add_parser("crossval",
+                       help="10-fold cross-validation on the official folds, epoch chosen on a validation fold")
     p.add_argument("--root", default=None, help=root_help)
     p.add_argument("--folds", type=flags.folds, default=None,
                    help="test folds to run, e.g. 1-3 or 1,4,7 (default: every fold the dataset has)")
@@ -102,27 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "models, DIR/MODEL each and DIR/comparison.csv)")
     p.add_argument("--jobs", type=flags.integer(1), default=1,
                    help="folds trained side by side, each in its own process on this machine's device "
-                        "(one GPU is shared; several are used in turn); same numbers as one at a time (default 1)")
+                        "(one GPU is shared; several are used in turn). Each fold is the same run as one at a "
+                        "time; on a CPU each job gets a share of the threads, so the numbers differ from "
+                        "--jobs 1's by float rounding (docs/scaling-out.md) (default 1)")
     add_training_arguments(p, several_models=True)
 
-    p = sub.add_parser("predict", help="print the top-3 classes of sound files (and folders of them) with a trained model")
+    p = sub.add_parser("predict",
+                       help="print the top-3 classes of sound files (and folders of them) with a trained model")
     p.add_argument("checkpoint", metavar="RUN",
                    help="a run folder written by train or crossval (its best.pt when it has one, else its "
                         "checkpoint.pt) or a checkpoint file")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="sound files (WAV in any format, FLAC, OGG, MP3, ...) or folders, searched recursively; "
                         "a file that cannot be read is reported and the others are still classified (exit 1)")
-    p.add_argument("--json", type=flags.output_file, default=None, metavar="FILE", help="also write the predictions and failures as JSON")
+    p.add_argument("--json", type=flags.output_file, default=None, metavar="FILE",
+                   help="also write the predictions and failures as JSON")
 
     p = sub.add_parser("download", help="download, verify and extract the real UrbanSound8K (6 GB)")
     p.add_argument("--root", type=flags.folder, default=None,
                    help="parent folder to put UrbanSound8K/ into (default: data/)")
-    p.add_argument("--url", type=flags.url, default=None, help="archive URL (default: $US8K_URL, else Zenodo record 1203745)")
-    p.add_argument("--md5", type=flags.md5, default=None, help="expected archive md5 (default: $US8K_MD5, else the official one)")
+    p.add_argument("--url", type=flags.url, default=None,
+                   help="archive URL (default: $US8K_URL, else Zenodo record 1203745)")
+    p.add_argument("--md5", type=flags.md5, default=None,
+                   help="expected archive md5 (default: $US8K_MD5, else the official one)")
 
     p = sub.add_parser("validate", help="check the metadata and every clip of a dataset folder")
     p.add_argument("--root", default=None, help=root_help)
-    p.add_argument("--json", type=flags.output_file, default=None, metavar="REPORT.json", help="write the full report as JSON")
+    p.add_argument("--json", type=flags.output_file, default=None, metavar="REPORT.json",
+                   help="write the full report as JSON")
     p.add_argument("--checksums", action="store_true",
                    help="also check each file's size and md5 against the shipped checksums (real data only)")
     return parser

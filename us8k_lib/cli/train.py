@@ -13,7 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from us8k_lib.engine.fit import fit, FitResult
+from us8k_lib.engine.fit import FitResult, fit
+from us8k_lib.folds import DEFAULT_TEST_FOLD
 from us8k_lib.recipe import TrainConfig
 
 
@@ -23,11 +24,11 @@ def train_command(args: argparse.Namespace) -> int:
     Under ``torchrun`` it trains one model over all ranks with DistributedDataParallel; rank 0
     holds the run folder's lock, logs and writes the run folder.
     """
+    from us8k_lib.cli.training_flags import config_from_args, flag_values
     from us8k_lib.devices import place
     from us8k_lib.engine.distributed import is_main, process_group
     from us8k_lib.model import parse_model_name
     from us8k_lib.paths import choose_root
-    from us8k_lib.cli.training_flags import config_from_args, flag_values
     from us8k_lib.recipe import recipe_line
     from us8k_lib.runs.folder import default_run_dir, has_checkpoint, saved_config
 
@@ -63,7 +64,7 @@ def _resume_line(root: Path, out: Path, config: TrainConfig, distributed: bool) 
     """The command that continues a stopped run: its dataset named, since the default one may be
     another (and a resume on another dataset is refused)."""
     launcher = ["torchrun", "...", "-m", "us8k_lib"] if distributed else ["python", "-m", "us8k_lib"]
-    fold = [] if config.test_fold == 10 else ["--test-fold", str(config.test_fold)]
+    fold = [] if config.test_fold == DEFAULT_TEST_FOLD else ["--test-fold", str(config.test_fold)]
     return shlex.join([*launcher, "train", "--root", str(root), *fold, "--out", str(out), "--resume"])
 
 

@@ -13,16 +13,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from us8k_lib.augment_settings import AUGMENT_FIELDS, AUGMENT_LIMITS, AUGMENT_PRESETS, NOISE_SNR_DB, SPEED_STEPS, augment_problems
+from us8k_lib.augment_settings import (
+    AUGMENT_FIELDS,
+    AUGMENT_LIMITS,
+    AUGMENT_PRESETS,
+    NOISE_SNR_DB,
+    SPEED_STEPS,
+    augment_problems,
+)
 from us8k_lib.cli import flags
 from us8k_lib.errors import SettingsError
-from us8k_lib.recipe import DATA_PATHS, OPTIMIZERS, PRESETS, SCHEDULERS, TrainConfig, auto_preset
+from us8k_lib.recipe import DATA_PATHS, LIMITS, OPTIMIZERS, SCHEDULERS, TrainConfig
+from us8k_lib.settings import CHOICES, PRESETS, choose
 
 #: ``--FLAG`` -> TrainConfig field, for the flags that set one field each.
 _FLAGS = {"model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
           "weight_decay": "weight_decay", "scheduler": "scheduler", "seed": "seed", "workers": "workers",
           "width": "width", "val_fold": "val_fold", "device": "device", "amp": "amp", "data": "data",
           "compile": "compile"}
+
+
+def _limited(name: str) -> Callable[[str], float]:
+    """Return the argparse type of the flag of setting ``name``: a number within :data:`LIMITS`."""
+    low, high = LIMITS[name]
+    if isinstance(low, int):
+        return flags.integer(low, int(high))
+    return flags.number(low=low, high=high, low_open=name == "lr")
 
 
 def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool = False) -> None:
@@ -32,25 +48,28 @@ def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool =
     them). Used by ``us8k_lib.cli.parser``.
     """
     d = TrainConfig.__dataclass_fields__
-    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                   help="recipe to start from: 'full' (the defaults, for the real data), 'mini' (for the small "
-                        "generated datasets: 8 epochs, batch 16, lr 5e-3), or 'auto' (default: mini on a generated "
-                        "mini dataset or the bundled sample, full otherwise); flags win over it")
+    small = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in PRESETS["small"].items())
+    p.add_argument("--preset", choices=CHOICES, default="auto",
+                   help=f"sizes to start from: 'full' (the defaults, the recipe for the real data), 'small' (for the "
+                        f"generated datasets: {small}), 'quick' (one epoch of small), or 'auto' (default: small on a "
+                        "generated mini dataset or the bundled sample, full otherwise); flags win over it")
     p.add_argument("--model", type=flags.models(several=several_models), default=None,
                    help="m3, m5 (default), m11, m18, m34res (Dai et al. 2017, raw waveform) or logmel (log-mel CNN)"
                         + ("; several separated by commas (m5,logmel) are cross-validated over the same folds and "
                            "compared" if several_models else ""))
-    p.add_argument("--epochs", type=flags.integer(1), default=None, help=f"number of epochs (default {d['epochs'].default})")
-    p.add_argument("--batch-size", type=flags.integer(1), default=None,
-                   help=f"batch size (default {d['batch_size'].default}); under torchrun the global batch over all ranks")
-    p.add_argument("--lr", type=flags.number(low_open=True), default=None, help=f"peak learning rate (default {d['lr'].default:g})")
+    p.add_argument("--epochs", type=_limited("epochs"), default=None, help=f"number of epochs (default "
+                                                                           f"{d['epochs'].default})")
+    p.add_argument("--batch-size", type=_limited("batch_size"), default=None,
+                   help=f"batch size (default {d['batch_size'].default}); "
+                        "under torchrun the global batch over all ranks")
+    p.add_argument("--lr", type=_limited("lr"), default=None, help=f"peak learning rate (default {d['lr'].default:g})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="adamw (default: decoupled weight decay, none on biases and BatchNorm) or adam (the "
                         "tutorial's: L2 on every parameter)")
-    p.add_argument("--weight-decay", type=flags.number(), default=None,
+    p.add_argument("--weight-decay", type=_limited("weight_decay"), default=None,
                    help=f"weight decay (default {d['weight_decay'].default:g})")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="learning-rate schedule (default onecycle)")
-    p.add_argument("--width", type=flags.integer(1), default=None,
+    p.add_argument("--width", type=_limited("width"), default=None,
                    help="channels of the model's first stage (default: the paper's; small values for quick tests)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast where the hardware has it (default: off, fp32 with TF32 convolutions on CUDA)")
@@ -59,10 +78,11 @@ def add_training_arguments(p: argparse.ArgumentParser, *, several_models: bool =
                         "memory ('device'); 'auto' (default) keeps it on a GPU where it fits. Same results")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train a torch.compile-d model (default: off; results change by float rounding only)")
-    p.add_argument("--seed", type=flags.integer(0), default=None, help="random seed (default 0)")
-    p.add_argument("--workers", type=flags.integer(0), default=None,
+    p.add_argument("--seed", type=_limited("seed"), default=None, help="random seed (default 0)")
+    p.add_argument("--workers", type=_limited("workers"), default=None,
                    help="DataLoader workers (default: 0 on a CPU, up to 4 on a GPU); same results")
-    p.add_argument("--device", type=flags.device, default=None, help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
+    p.add_argument("--device", type=flags.device, default=None,
+                   help="'auto' (default: CUDA, else MPS, else CPU) or e.g. 'cpu'")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip clips that cannot be decoded, listing each one (default: stop with an error)")
     p.add_argument("--overwrite", action="store_true",
@@ -90,21 +110,22 @@ def config_from_args(args: argparse.Namespace, root: str | Path, *, base: TrainC
         SettingsError: the flags do not fit together, or (``base``) do not fit the checkpoint's
             settings (e.g. ``--val-fold`` one of its training folds): one line naming them.
     """
-    flags = {**flag_values(args), **fixed}
+    given = {**flag_values(args), **fixed}
     if base is not None:
-        sources = {**{f: "checkpoint" for f in base.to_dict()}, **{f: "flag" for f in flags}}
+        sources = {**{f: "checkpoint" for f in base.to_dict()}, **{f: "flag" for f in given}}
         try:
-            return dataclasses.replace(base, **flags), sources, "resumed: the checkpoint's recipe"
+            return dataclasses.replace(base, **given), sources, "resumed: the checkpoint's recipe"
         except ValueError as exc:
             raise SettingsError(
                 f"--resume continues the checkpoint's settings (test fold {base.test_fold}, validation fold "
                 f"{base.val_fold}, training folds {list(base.folds_to_train)}), and the flags given do not fit them: "
                 f"{_problems(exc)}. Leave those flags out to continue the run as it was, or start a new run in "
                 "another --out") from None
-    preset, why = (args.preset, "as asked") if args.preset != "auto" else auto_preset(root)
-    values = {**PRESETS[preset], **flags}
-    sources = {**{f: f"preset {preset}" for f in PRESETS[preset]}, **{f: "flag" for f in flags}}
-    note = f"preset {preset} ({why})" + ("" if preset == "mini" else "; --preset mini for small datasets")
+    chosen = choose(args.preset, root)  # the same table and rule as the notebooks' settings cells
+    preset, why = chosen.name, chosen.why
+    values = {**PRESETS[preset], **given}
+    sources = {**{f: f"preset {preset}" for f in PRESETS[preset]}, **{f: "flag" for f in given}}
+    note = f"preset {preset}: {why}" + ("" if preset != "full" else "; --preset small for small datasets")
     try:
         return TrainConfig(**values), sources, note
     except ValueError as exc:
