@@ -126,8 +126,8 @@ def test_describe_dataset_says_synthesized_or_real(tiny_root: Path) -> None:
 
 
 def test_sample_credits_one_row_per_clip() -> None:
-    credits = paths.sample_credits()
-    assert list(credits.columns) == ["slice_file_name", "fold", "class", "fsID", "format", "freesound_user",
+    authors = paths.sample_credits()
+    assert list(authors.columns) == ["slice_file_name", "fold", "class", "fsID", "format", "freesound_user",
                                      "freesound_url"]
-    assert len(credits) == 20 and credits["slice_file_name"].is_unique
-    assert (credits["fold"].dtype, credits["fsID"].dtype) == ("int64", "int64")
+    assert len(authors) == 20 and authors["slice_file_name"].is_unique
+    assert (authors["fold"].dtype, authors["fsID"].dtype) == ("int64", "int64")

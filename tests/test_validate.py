@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 from archive_server import small_dataset
 
-from us8k_lib.datasets import validate as validate_module
 from us8k_lib.cli.parser import main
-from us8k_lib.metadata import load_metadata
+from us8k_lib.datasets import validate as validate_module
 from us8k_lib.datasets.validate import DURATION_TOLERANCE, PROBLEM_KEYS, validate_dataset
+from us8k_lib.metadata import load_metadata
 
 
 @pytest.fixture()

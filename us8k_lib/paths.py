@@ -2,7 +2,9 @@
 
 Order: an explicit ``root`` argument, else the ``US8K_ROOT`` environment variable, else
 ``<data dir>/UrbanSound8K`` if it exists (the real dataset, e.g. after ``python -m us8k_lib
-download``), else the mini dataset, generated on first use into ``<data dir>/mini/``.
+download``), else an UrbanSound8K attached to a Kaggle notebook (:func:`us8k_lib.hosted.attached_dataset`),
+else the mini dataset, generated on first use into ``<data dir>/mini/``. Any of them may be in the
+official layout or Kaggle's flat one (:mod:`us8k_lib.datasets.layout`).
 The data dir is ``US8K_DATA_DIR`` if set, else ``data/`` in the project checkout (so the notebooks,
 run from ``notebooks/``, and the commands, run from the top level, share one copy), else ``./data``.
 
@@ -23,7 +25,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from us8k_lib.errors import DiskSpaceError
 from us8k_lib.datasets.layout import (  # noqa: F401 - the layout's names are part of this module's interface
     DATASET_DIRNAME,
     MARKER_NAME,
@@ -38,9 +39,12 @@ from us8k_lib.datasets.layout import (  # noqa: F401 - the layout's names are pa
     read_marker,
     sample_root,
 )
+from us8k_lib.errors import DiskSpaceError
+from us8k_lib.hosted import attached_dataset
 
 if TYPE_CHECKING:  # pandas is only needed (and imported) by sample_credits
     import pandas as pd
+
 
 def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
     """Decide which UrbanSound8K folder to use; return it and a sentence saying which and why.
@@ -54,6 +58,8 @@ def choose_root(root: str | Path | None = None) -> tuple[Path, str]:
         found, why = normalize_root(os.environ["US8K_ROOT"]), "US8K_ROOT"
     elif (project_data_dir() / DATASET_DIRNAME / METADATA_RELPATH).is_file():
         found, why = (project_data_dir() / DATASET_DIRNAME).resolve(), "the downloaded dataset in the data folder"
+    elif (attached := attached_dataset()) is not None:
+        found, why = attached.resolve(), f"the dataset attached to this Kaggle notebook ({attached})"
     else:
         from us8k_lib.datasets.mini import make_mini  # late: synthesis and pandas are only needed here
 
@@ -89,7 +95,7 @@ def describe_dataset(root: str | Path) -> str:
     Returns:
         "generated mini dataset (synthesized sounds)", "bundled real sample (20 real recordings)",
         or "UrbanSound8K (real recordings)" for any other folder (the download, or ``US8K_ROOT``).
-        Used by notebooks 2 and 3.
+        Used by notebook 2 and the notebooks' settings (:mod:`us8k_lib.settings`).
     """
     if is_sample(root):
         return "bundled real sample (20 real recordings)"
@@ -121,8 +127,8 @@ def sample_credits() -> pd.DataFrame:
     """Return who recorded each clip of the bundled real sample, one row per clip.
 
     Columns: slice_file_name, fold, class, fsID, format, freesound_user, freesound_url (from the
-    sample's ``CREDITS.csv``; the licence, CC BY-NC 3.0, is in its ``README.md``). Used by
-    notebooks 2 and 5.
+    sample's ``CREDITS.csv``; the licence, CC BY-NC 3.0, is in its ``README.md``). Used by notebooks 2 and 3 and the
+    real sample's players (notebook 5).
     """
     import pandas as pd
 

@@ -1,5 +1,11 @@
-"""The dataset's folder layout: where a dataset's metadata and clips sit, the bundled real sample,
+"""The dataset's folder layouts: where a dataset's metadata and clips sit, the bundled real sample,
 the project's data folder, and the marker of a generated mini dataset.
+
+Two layouts are accepted wherever a dataset is. The official archive's, ``UrbanSound8K/`` holding
+``metadata/UrbanSound8K.csv`` and ``audio/fold1/`` ... ``audio/fold10/``; and the flat one of
+Kaggle's copy (``chrisfilo/urbansound8k``, attached to a notebook or fetched with ``kagglehub``),
+``UrbanSound8K.csv`` and ``fold1/`` ... ``fold10/`` side by side. Nothing is ever written into a
+dataset's folder (the cache and the runs go to the data folder), so a read-only copy works.
 
 The lowest layer of the data modules: it imports nothing of the package but its errors, so
 :mod:`us8k_lib.metadata` and :mod:`us8k_lib.datasets.mini` can use it, and :mod:`us8k_lib.paths`, which
@@ -16,8 +22,10 @@ from us8k_lib.errors import DatasetNotFoundError
 
 #: Folder name of the dataset inside any root, as in the official archive.
 DATASET_DIRNAME = "UrbanSound8K"
-#: Relative location of the metadata CSV inside the dataset folder.
+#: Relative location of the metadata CSV inside the dataset folder (the official layout).
 METADATA_RELPATH = Path("metadata") / "UrbanSound8K.csv"
+#: The metadata CSV of the flat layout: beside the fold folders.
+FLAT_METADATA = Path("UrbanSound8K.csv")
 #: Seed the default mini dataset is generated with (tests and notebooks rely on it).
 MINI_SEED = 0
 #: The spelling that selects the bundled real sample wherever a dataset root is accepted.
@@ -64,13 +72,14 @@ def project_data_dir() -> Path:
 
 
 def normalize_root(path: str | Path) -> Path:
-    """Return the ``UrbanSound8K`` folder given that folder or its parent.
+    """Return the dataset folder given that folder or its parent, in either layout.
 
-    The string ``"sample"`` (:data:`SAMPLE`) returns :func:`sample_root`.
+    The folder is the one holding ``metadata/UrbanSound8K.csv`` (the official layout) or
+    ``UrbanSound8K.csv`` beside its fold folders (the flat layout); ``path`` may also be the folder
+    above an ``UrbanSound8K/`` one. The string ``"sample"`` (:data:`SAMPLE`) returns :func:`sample_root`.
 
     Raises:
-        DatasetNotFoundError: naming the path, if neither it nor ``path/UrbanSound8K`` holds
-            ``metadata/UrbanSound8K.csv``.
+        DatasetNotFoundError: naming the path, if no metadata is found in either layout.
     """
     if isinstance(path, str) and path == SAMPLE:
         return sample_root()
@@ -80,20 +89,38 @@ def normalize_root(path: str | Path) -> Path:
     if not p.is_dir():
         raise DatasetNotFoundError(f"{p}: dataset root is not a directory")
     for candidate in (p, p / DATASET_DIRNAME):
-        if (candidate / METADATA_RELPATH).is_file():
+        if (candidate / METADATA_RELPATH).is_file() or (candidate / FLAT_METADATA).is_file():
             return candidate.resolve()
     raise DatasetNotFoundError(
-        f"{p}: no {METADATA_RELPATH.as_posix()} here or in {DATASET_DIRNAME}/ "
-        "(pass the UrbanSound8K folder or its parent)"
+        f"{p}: no {METADATA_RELPATH.as_posix()} (the official layout) or {FLAT_METADATA} beside fold1/ ... "
+        f"fold10/ (the flat one) here or in {DATASET_DIRNAME}/ (pass the UrbanSound8K folder or its parent)"
     )
 
 
-def clip_path(root: str | Path, fold: int, slice_file_name: str) -> Path:
-    """Return the path of one clip: ``root/audio/fold{fold}/{slice_file_name}``.
+def is_flat(root: str | Path) -> bool:
+    """True for a dataset in the flat layout (``UrbanSound8K.csv`` beside the fold folders)."""
+    return not (Path(root) / METADATA_RELPATH).is_file() and (Path(root) / FLAT_METADATA).is_file()
 
-    ``root`` is the ``UrbanSound8K`` folder (see :func:`normalize_root`). Used by notebooks 2 and 3.
+
+def metadata_path(root: str | Path) -> Path:
+    """Return the metadata CSV of the dataset folder ``root`` (either layout)."""
+    return Path(root) / (FLAT_METADATA if is_flat(root) else METADATA_RELPATH)
+
+
+def audio_dir(root: str | Path) -> Path:
+    """Return the folder holding ``fold1/`` ... ``fold10/`` in the dataset folder ``root``: its
+    ``audio/`` folder, or the dataset folder itself in the flat layout."""
+    audio = Path(root) / "audio"
+    return audio if audio.is_dir() or not is_flat(root) else Path(root)
+
+
+def clip_path(root: str | Path, fold: int, slice_file_name: str) -> Path:
+    """Return the path of one clip: ``root/audio/fold{fold}/{slice_file_name}`` (flat layout:
+    ``root/fold{fold}/{slice_file_name}``).
+
+    ``root`` is the dataset folder (see :func:`normalize_root`). Used by notebooks 2 and 3.
     """
-    return Path(root) / "audio" / f"fold{int(fold)}" / slice_file_name
+    return audio_dir(root) / f"fold{int(fold)}" / slice_file_name
 
 
 def is_mini(root: str | Path) -> bool:

@@ -33,9 +33,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from us8k_lib.audio import read_header, read_wav
+from us8k_lib.datasets.layout import audio_dir, metadata_path
 from us8k_lib.errors import AudioError, MetadataError
 from us8k_lib.metadata import FOLDS, load_checksums, load_metadata
-from us8k_lib.paths import METADATA_RELPATH, is_mini, normalize_root
+from us8k_lib.paths import is_mini, normalize_root
 
 #: Problem kinds, in report order; each is a key of the JSON report holding a list of file names.
 PROBLEM_KEYS: tuple[str, ...] = (
@@ -234,7 +235,7 @@ def validate_dataset(
     """
     root = normalize_root(root)
     report = ValidationReport(root=root)
-    csv_path = root / METADATA_RELPATH
+    csv_path = metadata_path(root)
     try:
         df = load_metadata(csv_path)
     except MetadataError as exc:
@@ -256,7 +257,12 @@ def validate_dataset(
     def add(key: str, name: str, fold: int | None, rel: str, problem: str) -> None:
         report.problems[key].append(ClipProblem(name, fold, rel, problem))
 
-    audio = root / "audio"
+    audio = audio_dir(root)
+    where_audio = audio.relative_to(root).as_posix()  # "audio", or "." in the flat layout
+
+    def clip_rel(k: int, name: str) -> str:
+        return (Path(where_audio) / f"fold{k}" / name).as_posix()
+
     present = {k: _entries(audio / f"fold{k}") for k in FOLDS}
     claimed: set[tuple[int, str]] = set()
     tasks: list[tuple[str, int, str, float, tuple[int, str] | None]] = []
@@ -265,13 +271,12 @@ def validate_dataset(
         # The metadata problem already covers a row with fold 0 or 11; its file is not "extra" too.
         claimed.update((g, name) for g in FOLDS if name in present[g])
     rows = df[valid_fold].drop_duplicates("slice_file_name")
-    for name, fold, start, end in zip(rows["slice_file_name"], rows["fold"], rows["start"], rows["end"]):
-        fold = int(fold)
+    for name, fold, start, end in zip(rows["slice_file_name"], rows["fold"].astype(int), rows["start"], rows["end"]):
         where = fold if name in present[fold] else next((g for g in FOLDS if name in present[g]), None)
         if where is None:
-            add("missing", name, fold, f"audio/fold{fold}/{name}", "listed in the metadata but not found in any fold folder")
+            add("missing", name, fold, clip_rel(fold, name), "listed in the metadata but not found in any fold folder")
             continue
-        rel = f"audio/fold{where}/{name}"
+        rel = clip_rel(where, name)
         if where != fold:
             add("wrong_fold", name, fold, rel, f"found in fold{where}, but the metadata says fold{fold}")
         claimed.add((where, name))
@@ -280,16 +285,17 @@ def validate_dataset(
             if name in table.index:
                 checksum = (int(table.at[name, "size"]), str(table.at[name, "md5"]))
             else:
-                add("checksum_mismatch", name, fold, rel, "not one of the real UrbanSound8K clips (no published checksum)")
+                add("checksum_mismatch", name, fold, rel,
+                    "not one of the real UrbanSound8K clips (no published checksum)")
         tasks.append((name, fold, rel, float(end) - float(start), checksum))
 
     for k in FOLDS:
         for name, is_wav in present[k].items():
             if is_wav and (k, name) not in claimed:
-                add("extra", name, k, f"audio/fold{k}/{name}", "not listed in the metadata for this fold")
+                add("extra", name, k, clip_rel(k, name), "not listed in the metadata for this fold")
     for path in _stray_wavs(audio):
         rel = path.relative_to(root).as_posix()
-        add("extra", path.name, None, rel, "not directly inside a fold folder (audio/fold1..10)")
+        add("extra", path.name, None, rel, f"not directly inside a fold folder ({clip_rel(FOLDS[0], '')}..{FOLDS[-1]})")
 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
