@@ -14,6 +14,7 @@ import soundfile as sf
 
 from us8k_lib import audio
 from us8k_lib.audio import (
+    MAX_FLOAT_PEAK,
     TARGET_LENGTH,
     TARGET_SR,
     compute_format_table,
@@ -41,7 +42,8 @@ SECOND_TONE = (1000.0, 660.0, 1500.0, 300.0, 2000.0, 880.0, 3000.0, 1250.0)
 def known_signal(t: np.ndarray, channels: int) -> np.ndarray:
     """(len(t), channels) float64, peak < 0.5."""
     return np.stack(
-        [0.3 * np.sin(2 * np.pi * 440.0 * t + 0.7 * c) + 0.2 * np.sin(2 * np.pi * SECOND_TONE[c] * t) for c in range(channels)],
+        [0.3 * np.sin(2 * np.pi * 440.0 * t + 0.7 * c) + 0.2 * np.sin(2 * np.pi * SECOND_TONE[c] * t)
+         for c in range(channels)],
         axis=1,
     )
 
@@ -220,7 +222,8 @@ def test_decimation_aliases_a_high_tone_and_resampling_suppresses_it(sr, factor,
     assert proper_level < -90.0  # what the chosen filter (audio.RESAMPLING) measures
 
 
-@pytest.mark.parametrize(("freq", "max_loss_db"), [(100.0, 0.02), (1000.0, 0.02), (3000.0, 0.02), (3400.0, 0.05), (3500.0, 0.2)])
+@pytest.mark.parametrize(("freq", "max_loss_db"),
+                         [(100.0, 0.02), (1000.0, 0.02), (3000.0, 0.02), (3400.0, 0.05), (3500.0, 0.2)])
 @pytest.mark.parametrize("sr", [44100, 48000, 11025])
 def test_resampling_passband_is_flat(sr, freq, max_loss_db):
     x = np.sin(2 * np.pi * freq * np.arange(sr) / sr).astype(np.float32)
@@ -425,14 +428,23 @@ BAD_INPUTS = {
     "riff-avi": (make_riff_not_wave, "not a WAV file", True),
     "flac-named-wav": (make_flac, "not a WAV file (it starts with b'fLaC'", True),
     "zero-samples": (make_zero_samples, "no audio samples", False),
-    "truncated-data": (make_truncated_data, "truncated data chunk: the header declares 1600 bytes of audio but only 600", True),
+    "truncated-data": (make_truncated_data,
+                       "truncated data chunk: the header declares 1600 bytes of audio but only 600", True),
     "nan-float": (_float_with(np.nan, "FLOAT"), "contains NaN/Inf samples (1 of 800, first at frame 123)", False),
     "inf-double": (_float_with(np.inf, "DOUBLE"), "contains NaN/Inf samples", False),
     "minus-inf-float": (_float_with(-np.inf, "FLOAT"), "contains NaN/Inf samples", False),
+    "huge-float": (_float_with(1e30, "FLOAT"), "float samples reach 1e+30 (600 dB above full scale)", False),
+    "huge-double": (_float_with(-5e3, "DOUBLE"), "float samples reach 5e+03", False),
     "directory": (make_directory, "is a directory", True),
     "missing": (make_missing, "does not exist", True),
     "dangling-symlink": (make_dangling_symlink, "is a broken symbolic link", True),
 }
+
+
+def test_a_float_wav_louder_than_full_scale_but_within_the_limit_reads(tmp_path):
+    path = _float_with(MAX_FLOAT_PEAK, "FLOAT")(tmp_path / "loud.wav")  # 60 dB over: clipped on playback, kept here
+    x, _ = read_wav(path)
+    assert float(np.abs(x).max()) == MAX_FLOAT_PEAK
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -499,7 +511,8 @@ def test_read_header(tmp_path, subtype, channels, sr, fmt, bits, is_float, descr
 
 def test_compute_format_table_and_summary(tmp_path):
     paths = []
-    for i, (subtype, channels, sr, fmt) in enumerate([("PCM_16", 2, 44100, "WAV")] * 3 + [("PCM_24", 1, 48000, "WAVEX")]):
+    formats = [("PCM_16", 2, 44100, "WAV")] * 3 + [("PCM_24", 1, 48000, "WAVEX")]
+    for i, (subtype, channels, sr, fmt) in enumerate(formats):
         p = tmp_path / f"{i}.wav"
         write_known(p, sr, channels, subtype, fmt, seconds=0.1)
         paths.append(p)

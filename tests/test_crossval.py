@@ -10,16 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from us8k_lib.engine.jobs import SideBySide
 from us8k_lib.cli.flags import parse_folds
 from us8k_lib.crossval import crossval
-from us8k_lib.folds import fold_roles
-from us8k_lib.runs.folder import SUMMARY_CSV, SUMMARY_JSON, fold_dir
-from us8k_lib.runs.checkpoint import load_checkpoint
-from us8k_lib.runs.checkpoint import BEST_NAME
-from us8k_lib.runs.results import METRICS_NAME
 from us8k_lib.engine.fit import fit
+from us8k_lib.engine.jobs import SideBySide
+from us8k_lib.folds import fold_roles
 from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs.checkpoint import BEST_NAME, load_checkpoint
+from us8k_lib.runs.folder import SUMMARY_CSV, SUMMARY_JSON, fold_dir
+from us8k_lib.runs.results import METRICS_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +196,8 @@ def test_two_models_over_the_same_folds_are_compared_side_by_side(tiny_root: Pat
     assert list(table.index) == ["1", "2", "mean", "std"]
     assert list(table.columns) == ["M5 acc", "M5 epoch", "LogMel-CNN acc", "LogMel-CNN epoch", "difference"]
     for fold, row in zip((1, 2), table.iloc[:2].itertuples()):
-        assert row[1] == pytest.approx(a["folds"][fold - 1]["test_acc"]) and row[3] == pytest.approx(b["folds"][fold - 1]["test_acc"])
+        assert row[1] == pytest.approx(a["folds"][fold - 1]["test_acc"])
+        assert row[3] == pytest.approx(b["folds"][fold - 1]["test_acc"])
         assert row[5] == pytest.approx(row[3] - row[1])
     assert table.loc["mean", "M5 acc"] == pytest.approx(a["mean"])
     assert "side by side" in out.out and str(tmp_path / "cmp" / COMPARISON_CSV) in out.out
@@ -225,7 +225,6 @@ def test_folds_side_by_side_give_the_sequential_numbers(tiny_root: Path, cache_d
         assert all(torch.equal(a[k], b[k]) for k in a), fold
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         SideBySide(0)
-
 
 
 def _result(model: str, accs: list[float], epochs: list[int]) -> object:
@@ -286,3 +285,105 @@ def test_a_side_by_side_job_that_fails_says_so_in_one_line(tiny_root: Path, cach
         f"error: [fold 2] {fold_dir(out, 2)}: in use by another run (process {holder.pid} on "
         f"{__import__('socket').gethostname()}); wait for it to finish, or choose another run folder (--out)"]
     assert (fold_dir(out, 1) / METRICS_NAME).exists()
+
+
+def test_a_later_call_on_other_folds_keeps_the_earlier_folds_in_the_summary(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig(**{**SMALL, "epochs": 1})
+    crossval(config, tiny_root, folds=[1, 2], out=tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
+    first = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    capsys.readouterr()
+    result = crossval(config, tiny_root, folds=[3], out=tmp_path, cache_dir=cache_dir, progress=False)
+    assert "The summary also counts test fold(s) [1, 2], finished before in" in capsys.readouterr().out
+    summary = json.loads((tmp_path / SUMMARY_JSON).read_text())
+    assert summary["n_folds"] == 3 and sorted(r["test_fold"] for r in summary["folds"]) == [1, 2, 3]
+    assert sorted(result.folds["test_fold"]) == [1, 2, 3]
+    earlier = {r["test_fold"]: r["test_acc"] for r in first["folds"]}
+    assert {r["test_fold"]: r["test_acc"] for r in summary["folds"] if r["test_fold"] < 3} == earlier
+
+
+def test_one_training_run_and_a_cross_validation_never_share_a_folder(tiny_root: Path, cache_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    from us8k_lib.errors import RunExistsError
+
+    config = TrainConfig(**{**SMALL, "epochs": 1})
+    fit(config, tiny_root, tmp_path / "run", cache_dir=cache_dir, progress=False, verbose=False)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(RunExistsError, match=r"run: holds the files of one training run \(.*checkpoint\.pt.*\), "
+                                             r"not a cross-validation; it was left as it is"):
+        crossval(config, tiny_root, folds=[1], out=tmp_path / "run", cache_dir=cache_dir, progress=False,
+                 verbose=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    crossval(config, tiny_root, folds=[1], out=tmp_path / "cv", cache_dir=cache_dir, progress=False, verbose=False)
+    with pytest.raises(RunExistsError, match=r"cv: holds a cross-validation \(fold01, summary\.json.*\), "
+                                             r"not one training run"):
+        fit(config, tiny_root, tmp_path / "cv", cache_dir=cache_dir, progress=False, verbose=False)
+    assert not (tmp_path / "cv" / "checkpoint.pt").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The side-by-side fold jobs ``pid`` started (multiprocessing's spawned processes, not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
+    except OSError:
+        return True
+
+
+def _free(folder: Path) -> bool:
+    """True when a second run could take ``folder``'s lock (nobody holds it)."""
+    from us8k_lib.errors import RunInUseError
+    from us8k_lib.runs.lock import RunLock
+
+    try:
+        with RunLock(folder):
+            return True
+    except RunInUseError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the jobs through /proc (Linux)")
+def test_killing_the_command_ends_its_side_by_side_jobs(tiny_root: Path, tmp_path: Path) -> None:
+    """SIGKILL, which the command cannot catch: its jobs notice on their own and end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cv"
+    env = {**os.environ, "US8K_DATA_DIR": str(tmp_path / "data")}
+    command = subprocess.Popen([sys.executable, "-m", "us8k_lib", "crossval", "--root", str(tiny_root), "--folds",
+                                "1-2", "--jobs", "2", "--epochs", "2000", "--width", "8", "--device", "cpu",
+                                "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (len(jobs := _children(command.pid)) == 2
+                   and all((fold_dir(out, f) / "checkpoint.pt").exists() for f in (1, 2))):
+            assert command.poll() is None and time.monotonic() < deadline, "the jobs did not start training"
+            time.sleep(0.2)
+        command.send_signal(signal.SIGKILL)
+        command.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not (all(_ended(pid) for pid in jobs) and all(_free(fold_dir(out, f)) for f in (1, 2))):
+            assert time.monotonic() < deadline, "fold jobs still running after their command was killed"
+            time.sleep(0.2)
+    finally:
+        command.kill()
+        command.wait(timeout=30)
+        for pid in jobs:  # whatever happened above, leave nothing running
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)

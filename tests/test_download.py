@@ -7,13 +7,21 @@ from pathlib import Path
 
 import pytest
 from archive_server import (
-    EVIL_KINDS, EVIL_REASONS, ArchiveServer, Behaviour, dataset_tarball, evil_tarball, md5, small_dataset, snapshot,
+    EVIL_KINDS,
+    EVIL_REASONS,
+    ArchiveServer,
+    Behaviour,
+    dataset_tarball,
+    evil_tarball,
+    md5,
+    small_dataset,
+    snapshot,
 )
 
 from us8k_lib.cli.parser import main
 from us8k_lib.datasets.download import ARCHIVE_NAME, download_dataset
-from us8k_lib.errors import DownloadError, UnsafeArchiveError
 from us8k_lib.datasets.validate import validate_dataset
+from us8k_lib.errors import DownloadError, UnsafeArchiveError
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +193,16 @@ def test_corrupt_archive_with_matching_md5_is_reported_and_removed(tmp_path, tar
     assert list(tmp_path.iterdir()) == []
 
 
+def test_random_bytes_served_as_the_archive_are_one_line_and_removed(tmp_path, capsys) -> None:
+    junk = bytes(range(256)) * 64  # no archive format's opening
+    with ArchiveServer(junk) as server:
+        assert main(["download", "--root", str(tmp_path), "--url", server.url, "--md5", md5(junk)]) == 1
+    messages = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "%|" not in line]
+    assert len(messages) == 1, messages
+    assert "corrupt or unreadable archive: not a tar archive, gzip-, bzip2- or xz-compressed or plain" in messages[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_dataset_is_a_no_op(tmp_path, tarball, small_root, capsys) -> None:
     data, digest = tarball
     shutil.copytree(small_root, tmp_path / "UrbanSound8K")
@@ -192,7 +210,8 @@ def test_existing_dataset_is_a_no_op(tmp_path, tarball, small_root, capsys) -> N
     with ArchiveServer(data) as server:
         # Given the parent, or the dataset folder itself.
         assert download_dataset(tmp_path, server.url, digest, progress=False) == tmp_path / "UrbanSound8K"
-        assert download_dataset(tmp_path / "UrbanSound8K", server.url, digest, progress=False) == tmp_path / "UrbanSound8K"
+        inside = tmp_path / "UrbanSound8K"
+        assert download_dataset(inside, server.url, digest, progress=False) == inside
     assert server.requests == []
     assert "already there" in capsys.readouterr().out
     assert snapshot(tmp_path) == before
@@ -219,7 +238,8 @@ def test_http_error_names_the_url(tmp_path, tarball) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_download_takes_url_and_md5_from_the_environment(tmp_path, tarball, small_root, monkeypatch, capsys) -> None:
+def test_cli_download_takes_url_and_md5_from_the_environment(tmp_path, tarball, small_root, monkeypatch,
+                                                             capsys) -> None:
     data, digest = tarball
     with ArchiveServer(data) as server:
         monkeypatch.setenv("US8K_URL", server.url)
@@ -265,7 +285,6 @@ def test_a_refused_connection_says_nothing_was_downloaded_and_writes_nothing(tmp
 
 
 def _small_disk(monkeypatch, free: int) -> None:
-    import shutil
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")

@@ -14,7 +14,6 @@ import soundfile as sf
 
 from us8k_lib import cli
 from us8k_lib.audio import format_clip, read_header
-from us8k_lib.runs.checkpoint import load_model
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import clip_path
@@ -26,6 +25,7 @@ from us8k_lib.predict import (
     predict_files,
     predict_paths,
 )
+from us8k_lib.runs.checkpoint import load_model
 
 BLOCK_LINE = re.compile(r"^  (\d)\. (\w+)\s+(\d\.\d{3})$")
 
@@ -110,6 +110,19 @@ def test_a_bad_file_is_an_error_naming_it_and_the_problem(kind: str, tmp_path: P
         load_sound(path)
     assert caught.value.path == path and problem in caught.value.problem
     assert str(caught.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".flac", ".ogg", ".aiff"])
+def test_random_bytes_in_another_container_are_one_line_and_nothing_on_stderr(
+        suffix: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(b"\x00" + np.random.default_rng(1).bytes(20_000))  # starts like no container
+    with pytest.raises(AudioError) as caught:
+        load_sound(path)
+    assert caught.value.path == path
+    assert caught.value.problem.startswith("not a sound file libsndfile can decode: its first bytes")
+    assert "does not exist" not in str(caught.value)
+    assert capfd.readouterr().err == ""  # no decoder's notes on the terminal
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,15 +307,11 @@ def test_a_long_recording_with_leading_silence_gets_the_top_class_of_its_sound(
 def load_sound_of_the_first_seconds(path: Path, tmp_path: Path, seconds: int) -> object:
     x, sr = sf.read(path, dtype="float32")
     sf.write(tmp_path / "first.wav", x[: seconds * sr], sr)
-    from us8k_lib.predict import load_sound
-
     return load_sound(tmp_path / "first.wav")
 
 
 @pytest.mark.slow
 def test_a_recording_silent_in_every_window_is_reported_silent(tmp_path: Path) -> None:
-    from us8k_lib.predict import load_sound
-
     path = tmp_path / "quiet.wav"
     sf.write(path, np.full(9 * 8000, 1e-6, np.float32), 8000)
     with pytest.raises(AudioError, match=r"silent: its loudest sample, as the model hears it"):

@@ -19,13 +19,12 @@ import pytest
 import soundfile as sf
 
 from us8k_lib import real_sounds
-from us8k_lib.runs.checkpoint import load_model
 from us8k_lib.evaluate import EvalResult
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import clip_path, sample_credits
 from us8k_lib.predict import Classifier, load_sound
 from us8k_lib.real_sounds import SoundUploader, clips_heard_in_training, real_sample_verdict, wilson_interval
-
+from us8k_lib.runs.checkpoint import load_model
 
 # ---------------------------------------------------------------------------------------------
 # The honest verdict
@@ -134,7 +133,8 @@ def _upload(uploader: SoundUploader, name: str, content: bytes) -> None:
 
 def _assert_shows_prediction(uploader: SoundUploader, name: str) -> None:
     assert uploader.problem is None and uploader.top is not None and len(uploader.top) == 3
-    assert [c for c, _ in uploader.top] == [c for c in re.findall(r"class='us8k-top-class'>(\w+)<", uploader.ranking.value)]
+    shown = re.findall(r"class='us8k-top-class'>(\w+)<", uploader.ranking.value)
+    assert [c for c, _ in uploader.top] == shown
     assert all(c in CLASSES for c, _ in uploader.top)
     assert name in uploader.info.value
     players = [w for w in uploader.players.children[0].children]
@@ -236,10 +236,10 @@ def test_prediction_players_caption_truth_answer_and_author(real_sample: Path) -
     grid = real_sounds.prediction_players(result)
     assert len(grid.children) == 20
     table = sample_credits()
-    credits = dict(zip(table["slice_file_name"], table["freesound_user"]))
+    authors = dict(zip(table["slice_file_name"], table["freesound_user"]))
     for row, cell in zip(result.predictions.itertuples(), grid.children):
         caption, player = cell.children
         assert f"<b>{row.true}</b>" in caption.value and "heard as siren (50%)" in caption.value
-        assert ("right" in caption.value) == (row.true == "siren") and f"by {credits[row.file]}" in caption.value
+        assert ("right" in caption.value) == (row.true == "siren") and f"by {authors[row.file]}" in caption.value
         x, sr = sf.read(io.BytesIO(player.value))
         assert sr == 8000 and x.ndim == 1

@@ -16,22 +16,20 @@ import pytest
 import torch
 
 from us8k_lib import cli
-from us8k_lib.runs.checkpoint import load_checkpoint, load_model
 from us8k_lib.crossval import SUMMARY_JSON, crossval, fold_dir
-from us8k_lib.errors import CheckpointError
+from us8k_lib.engine.fit import fit
+from us8k_lib.errors import CheckpointError, RunExistsError, RunInUseError
 from us8k_lib.predict import Classifier
-from us8k_lib.errors import RunExistsError, RunInUseError
-from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model, save_checkpoint
 from us8k_lib.runs.lock import LOCK_NAME, RunLock
 from us8k_lib.runs.results import HISTORY_NAME, METRICS_NAME
-from us8k_lib.engine.fit import fit
-from us8k_lib.recipe import TrainConfig
 
 pytestmark = pytest.mark.slow
 
 # Small for testing: a narrow M5 trains an epoch of tiny in about a second.
 SMALL = dict(epochs=1, batch_size=16, lr=3e-3, width=8, seed=0)
-FLAGS = ["--epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--width", "8", "--seed", "0", "--preset", "mini"]
+FLAGS = ["--epochs", "1", "--batch-size", "16", "--lr", "3e-3", "--width", "8", "--seed", "0", "--preset", "small"]
 QUIET = dict(progress=False, verbose=False)
 
 
@@ -70,7 +68,8 @@ def test_two_trainings_into_one_folder_the_second_stops_naming_folder_and_holder
     """The repro: a training runs in --out (paused after its first epoch) while a second starts there."""
     out, go = tmp_path / "same", tmp_path / "go"
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom us8k_lib.engine.fit import fit\nfrom us8k_lib.recipe import TrainConfig\n"
+        "import sys, time\nfrom pathlib import Path\nfrom us8k_lib.engine.fit import fit\nfrom us8k_lib.recipe import "
+        "TrainConfig\n"
         "def wait(row):\n    Path(sys.argv[3] + '-paused').touch()\n"
         "    while not Path(sys.argv[3]).exists():\n        time.sleep(0.05)\n"
         "fit(TrainConfig(epochs=2, batch_size=16, lr=3e-3, width=8, seed=0), sys.argv[1], sys.argv[2],"
@@ -152,14 +151,19 @@ def test_train_twice_into_one_folder(tiny_root: Path, cache_dir: Path, tmp_path:
     assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 2
 
 
-def test_an_unfinished_run_continues_only_when_asked(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+def _interrupted_after_one_epoch(tiny_root: Path, cache_dir: Path, run: Path) -> TrainConfig:
     config = TrainConfig(**{**SMALL, "epochs": 2})
 
     def stop(row: dict) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(config, tiny_root, tmp_path, cache_dir=cache_dir, callback=stop, **QUIET)
+        fit(config, tiny_root, run, cache_dir=cache_dir, callback=stop, **QUIET)
+    return config
+
+
+def test_an_unfinished_run_continues_only_when_asked(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    config = _interrupted_after_one_epoch(tiny_root, cache_dir, tmp_path)
     before = _snapshot(tmp_path)
     with pytest.raises(RunExistsError, match=r"unfinished run of these settings \(epoch 1 of 2\)\. Continue it "
                                              r"with resume=True"):
@@ -197,7 +201,8 @@ def test_two_crossvals_into_one_folder(tiny_root: Path, cache_dir: Path, tmp_pat
 
     # Other settings: refused before any fold trains, the choices named.
     with pytest.raises(RunExistsError, match=rf"{fold_dir(out, 1)}: holds a finished run with other settings "
-                                             r"\(epochs=2 \(saved: 1\)\).*another run folder \(out\).*\(overwrite=True\)"):
+                                             r"\(epochs=2 \(saved: 1\)\).*another run folder "
+                                             r"\(out\).*\(overwrite=True\)"):
         crossval(TrainConfig(**{**SMALL, "epochs": 2}), tiny_root, folds=[2, 1], out=out, cache_dir=cache_dir,
                  **QUIET)
     assert not (fold_dir(out, 2) / CHECKPOINT_NAME).exists()  # fold 2 came first, and still did not train
@@ -237,7 +242,8 @@ def test_run_files_without_their_checkpoint_are_never_replaced_unasked(
     (fold / CHECKPOINT_NAME).unlink()
     before = _snapshot(fold)
     with pytest.raises(RunExistsError, match=rf"^{fold}: holds run files \(best\.pt, history\.json, metrics\.json, "
-                                             r"predictions\.csv\) but no checkpoint\.pt.*another run folder \(out\).*\(overwrite=True\)"):
+                                             r"predictions\.csv\) but no checkpoint\.pt.*another run folder "
+                                             r"\(out\).*\(overwrite=True\)"):
         crossval(TrainConfig(**SMALL), tiny_root, folds=[1], out=out, cache_dir=cache_dir, **QUIET)
     assert _snapshot(fold) == before
 
@@ -310,7 +316,8 @@ def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path: Path) -> N
     no temporary stays behind, for a checkpoint and a JSON file alike."""
     code = (
         "import resource, signal, sys\nfrom pathlib import Path\nimport torch\n"
-        "from us8k_lib.cli import data, main\nfrom us8k_lib.runs.checkpoint import save_checkpoint\nfrom us8k_lib.runs.files import write_json\n"
+        "from us8k_lib.cli import data, main\nfrom us8k_lib.runs.checkpoint import save_checkpoint\nfrom "
+        "us8k_lib.runs.files import write_json\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
         "out = Path(sys.argv[1])\n"
@@ -363,3 +370,126 @@ def test_a_metrics_file_with_an_incomplete_dataset_record_is_named_not_a_traceba
     assert err.startswith(f"error: {out / METRICS_NAME}: damaged, or not written by this version of train: its "
                           "dataset record lacks cache_key") and err.count("\n") == 1
     assert "--out" in err and "--overwrite" in err and _snapshot(out) == before
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_an_epoch_is_trained(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """As a read-only folder or disk does (root writes anywhere, so the refusal is simulated at the
+    one call that creates the probe file)."""
+    import errno
+
+    import us8k_lib.runs.files as files
+
+    run = tmp_path / "run"
+    _interrupted_after_one_epoch(tiny_root, cache_dir, run)
+    before = _snapshot(run)
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if ".write-test" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    trained = []
+    with pytest.raises(OSError, match="Permission denied") as caught:
+        fit(TrainConfig(**{**SMALL, "epochs": 2}), tiny_root, run, resume=True, cache_dir=cache_dir,
+            callback=trained.append, **QUIET)
+    assert caught.value.filename == str(run) and trained == []
+    assert cli.main(["train", "--root", str(tiny_root), *FLAGS, "--epochs", "2", "--out", str(run), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {run}: Permission denied" in err and "epoch 2/2" not in err
+    assert _snapshot(run) == before
+    assert not (run / LOCK_NAME).exists() or (run / LOCK_NAME).read_text() == ""
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write into a read-only folder")
+def test_a_read_only_folder_is_refused_before_an_epoch_is_trained(tiny_root: Path, cache_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = _interrupted_after_one_epoch(tiny_root, cache_dir, run)
+    run.chmod(0o555)
+    try:
+        trained = []
+        with pytest.raises(OSError, match="Permission denied"):
+            fit(config, tiny_root, run, resume=True, cache_dir=cache_dir, callback=trained.append, **QUIET)
+        assert trained == []
+    finally:
+        run.chmod(0o755)
+
+
+def test_resume_reads_the_checkpoint_once(tiny_root: Path, cache_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    _interrupted_after_one_epoch(tiny_root, cache_dir, run)
+    real_load, reads = torch.load, []
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(Path(f).name if isinstance(f, str | os.PathLike) else "?")
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert cli.main(["train", "--root", str(tiny_root), *FLAGS, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+    capsys.readouterr()
+    assert reads.count(CHECKPOINT_NAME) == 1, reads
+
+
+def test_a_hand_edited_result_file_is_rewritten_from_the_checkpoint(tiny_root: Path, cache_dir: Path,
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--root", str(tiny_root), *FLAGS, "--out", str(out)]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    true = json.loads((out / METRICS_NAME).read_text())
+    assert true["test"]["accuracy"] != 0.99
+    edited = {**true, "test": {**true["test"], "accuracy": 0.99}}
+    (out / METRICS_NAME).write_text(json.dumps(edited))
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"test accuracy: {true['test']['accuracy']:.3f}" in printed and "0.990" not in printed
+    assert "rewrote" in printed or "rewritten" in printed, printed
+    assert json.loads((out / METRICS_NAME).read_text())["test"] == true["test"]
+    predictions = (out / "predictions.csv").read_text().splitlines()
+    (out / "predictions.csv").write_text("\n".join(predictions[:-3]) + "\n")  # clips dropped by hand
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert (out / "predictions.csv").read_text().splitlines() == predictions
+
+
+def test_predict_refuses_a_best_checkpoint_copied_from_another_run_and_says_when_a_run_is_unfinished(
+        tiny_root: Path, cache_dir: Path, tmp_path: Path, real_sample: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from us8k_lib.runs.checkpoint import BEST_NAME
+
+    clip = next((real_sample / "audio").rglob("*.wav"))
+    config = TrainConfig(**{**SMALL, "epochs": 2, "val_fold": 9})
+    for name, seed in (("a", 0), ("b", 1)):
+        fit(TrainConfig(**{**config.to_dict(), "seed": seed}), tiny_root, tmp_path / name, cache_dir=cache_dir,
+            **QUIET)
+    assert cli.main(["predict", str(tmp_path / "a"), str(clip)]) == 0
+    assert "weights: " in capsys.readouterr().out
+    shutil.copy(tmp_path / "b" / BEST_NAME, tmp_path / "a" / BEST_NAME)
+    assert cli.main(["predict", str(tmp_path / "a"), str(clip)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'a' / BEST_NAME}: " in err
+    assert "is not the history's" in err  # here the copy's accuracy differs; below, only its history
+    copied = load_checkpoint(tmp_path / "b" / BEST_NAME)
+    own = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
+    chosen = own["best"]["epoch"]
+    copied.update(epoch=chosen, selected={**copied["selected"], "epoch": chosen,
+                                          "val_acc": own["history"][chosen - 1]["val_acc"]})
+    save_checkpoint(tmp_path / "a" / BEST_NAME, copied)
+    assert cli.main(["predict", str(tmp_path / "a"), str(clip)]) == 1
+    assert "its training history is not this run's up to epoch" in capsys.readouterr().err
+
+    def stop(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tiny_root, tmp_path / "c", cache_dir=cache_dir, callback=stop, **QUIET)
+    assert cli.main(["predict", str(tmp_path / "c"), str(clip)]) == 0
+    assert "the run is unfinished (epoch 1 of 2), so these are not its final weights" in capsys.readouterr().out

@@ -11,16 +11,15 @@ import pytest
 import torch
 
 from us8k_lib import cli
-from us8k_lib.runs.checkpoint import load_checkpoint
 from us8k_lib.crossval import SUMMARY_JSON, crossval
+from us8k_lib.engine.fit import fit
 from us8k_lib.errors import CheckpointError, RunMismatchError
 from us8k_lib.predict import Classifier
-from us8k_lib.runs.checkpoint import BEST_NAME, CHECKPOINT_NAME, save_checkpoint
-from us8k_lib.runs.folder import config_differences, default_run_dir, RESUMABLE_CHANGES, run_status
-from us8k_lib.runs.identity import dataset_identity
-from us8k_lib.runs.results import load_best, METRICS_NAME, weights_file
-from us8k_lib.engine.fit import fit
 from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from us8k_lib.runs.folder import RESUMABLE_CHANGES, config_differences, default_run_dir, run_status
+from us8k_lib.runs.identity import dataset_identity
+from us8k_lib.runs.results import METRICS_NAME, load_best, weights_file
 
 pytestmark = pytest.mark.slow
 
@@ -141,8 +140,8 @@ def test_best_pt_holds_the_selected_epoch_and_a_new_run_removes_an_old_one(
     result = fit(config, tiny_root, tmp_path, cache_dir=cache_dir, progress=False, verbose=False)
     best = load_checkpoint(tmp_path / BEST_NAME)
     history = result.history.to_dict("records")
-    assert best["selected"] == {"epoch": result.selected_epoch, "val_acc": history[result.selected_epoch - 1]["val_acc"],
-                                "val_fold": 9}
+    assert best["selected"] == {"epoch": result.selected_epoch,
+                                "val_acc": history[result.selected_epoch - 1]["val_acc"], "val_fold": 9}
     assert best["epoch"] == result.selected_epoch and result.reported_weights == tmp_path / BEST_NAME
     assert load_best(tmp_path, history, result.dataset)["epoch"] == result.selected_epoch
     metrics = json.loads((tmp_path / METRICS_NAME).read_text())
@@ -176,11 +175,13 @@ def test_resume_repairs_a_best_pt_that_does_not_match_the_history(tiny_root: Pat
     resumed = fit(None, tiny_root, cut, resume=True, cache_dir=cache_dir, progress=False, verbose=False)
     assert resumed.selected_epoch == whole.selected_epoch
     assert load_checkpoint(cut / BEST_NAME)["selected"]["epoch"] == whole.selected_epoch
-    assert _same_weights(load_checkpoint(cut / BEST_NAME)["model"], load_checkpoint(tmp_path / "whole" / BEST_NAME)["model"])
+    assert _same_weights(load_checkpoint(cut / BEST_NAME)["model"],
+                         load_checkpoint(tmp_path / "whole" / BEST_NAME)["model"])
 
 
 def test_predict_takes_a_run_folder_and_says_which_weights(tiny_root: Path, cache_dir: Path, tmp_path: Path,
-                                                           real_sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                                           real_sample: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     fit(TrainConfig(val_fold=9, **SMALL), tiny_root, tmp_path / "val", cache_dir=cache_dir, progress=False,
         verbose=False)
     fit(TrainConfig(**SMALL), tiny_root, tmp_path / "plain", cache_dir=cache_dir, progress=False, verbose=False)

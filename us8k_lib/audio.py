@@ -73,6 +73,9 @@ RESAMPLING: dict[str, Any] = {
 _WAV_FORMATS = frozenset({"WAV", "WAVEX", "RF64"})
 
 _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+#: The largest sample a float WAV may hold: 60 dB above full scale. Float files may go past +-1
+#: (mastered hot, legitimately), but not by a factor of a thousand.
+MAX_FLOAT_PEAK = 1e3
 
 # Bits per stored sample; ADPCM stores 4-bit codes. None for codecs without a fixed depth.
 _SUBTYPE_BITS: dict[str, int] = {
@@ -221,7 +224,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     Raises:
         AudioError: naming the file and the problem: does not exist, broken symbolic link, is a
             directory, empty file (0 bytes), not a WAV file, truncated or invalid WAV header,
-            truncated data chunk, no audio samples, or NaN/Inf samples.
+            truncated data chunk, no audio samples, NaN/Inf samples, or float samples beyond
+            :data:`MAX_FLOAT_PEAK`.
 
     Used by notebook 3.
     """
@@ -258,6 +262,10 @@ def _decode(path: str | Path, keep_int16: bool) -> tuple[np.ndarray, int]:
             f"contains NaN/Inf samples ({int(bad.sum())} of {x.size}, first at frame {first}); "
             "a float WAV can store them, but no model can learn from them",
         )
+    if subtype in _FLOAT_SUBTYPES and (peak := float(np.abs(x).max())) > MAX_FLOAT_PEAK:
+        raise AudioError(path, f"float samples reach {peak:.3g} ({20 * math.log10(peak):.0f} dB above full scale): a "
+                               "float WAV is meant to lie within about [-1, 1], and a level this far above it is a "
+                               "broken file, not a loud one")
     return x, sr
 
 
@@ -485,7 +493,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     Raises:
         AudioError: as :func:`read_wav`, for every problem visible without decoding.
 
-    Used by notebook 1.
+    Used by :func:`compute_format_table` (notebook 1), notebook 3 and ``validate``.
     """
     path = _check_wav(path)
     try:
@@ -590,7 +598,7 @@ def wav_bytes(x: np.ndarray, sr: int, *, normalize: bool = False) -> bytes:
     Returns:
         The bytes of a WAV file. Samples beyond [-1, 1] are clipped.
 
-    Used by notebook 2.
+    Used by the players of :mod:`us8k_lib.listen` (notebooks 2, 3, 5 and 7).
     """
     sr = _check_rate("sr", sr)
     a = np.asarray(x, dtype=np.float64)
@@ -630,7 +638,7 @@ def compute_spectrogram(
         ``(db, freqs, times)``: db is float32 of shape (n_fft // 2 + 1, n_frames); freqs in Hz
         per row; times in s per column (frame centres).
 
-    Used by notebooks 2 and 3.
+    Used by :func:`us8k_lib.plots.plot_spectrogram` (notebooks 2 and 3).
     """
     sr = _check_rate("sr", sr)
     hop = n_fft // 4 if hop_length is None else hop_length

@@ -69,7 +69,8 @@ class MetadataError(US8KError):
         self.violations = list(violations)
         shown = "\n  ".join(self.violations[:20])
         more = f"\n  ... and {len(self.violations) - 20} more" if len(self.violations) > 20 else ""
-        super().__init__(f"{self.path}: invalid UrbanSound8K metadata ({len(self.violations)} problem(s)):\n  {shown}{more}")
+        super().__init__(f"{self.path}: invalid UrbanSound8K metadata "
+                         f"({len(self.violations)} problem(s)):\n  {shown}{more}")
 
 
 class AudioError(US8KError):
@@ -113,6 +114,7 @@ class RunMismatchError(CheckpointError):
 
 class RunInUseError(US8KError):
     """Another process holds the run folder's lock (the message names the folder and the holder)."""
+
 
 class RunExistsError(CheckpointError):
     """The folder holds a run this one must not replace unasked (the message names the choices)."""

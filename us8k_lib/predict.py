@@ -27,11 +27,11 @@ import soundfile as sf
 import torch
 
 from us8k_lib import audio
-from us8k_lib.runs.checkpoint import load_checkpoint, load_model
+from us8k_lib.datasets.validate import SILENCE_PEAK  # a window quieter than a silent clip (-80 dBFS) is not classified
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import CLASSES
+from us8k_lib.runs.checkpoint import load_checkpoint, load_model
 from us8k_lib.runs.results import weights_file
-from us8k_lib.datasets.validate import SILENCE_PEAK  # a window quieter than a silent clip (-80 dBFS) is not classified
 
 #: File name endings ``predict`` picks up inside folders: the containers libsndfile decodes.
 #: A file named explicitly is tried whatever its name.
@@ -130,8 +130,28 @@ def _is_wav(path: Path) -> bool:
     return not head or head in (b"RIFF", b"RF64")
 
 
+#: How the containers libsndfile reads begin (the bytes, and their offset): a file that starts
+#: like none of them is refused before libsndfile (whose MP3 decoder would scan random bytes,
+#: print its notes and say the file "does not exist").
+_MAGIC = ((0, b"fLaC"), (0, b"OggS"), (0, b"FORM"), (0, b".snd"), (0, b"caff"), (0, b"ID3"), (0, b"RIFF"),
+          (0, b"RIFX"), (0, b"RF64"), (0, b"riff"), (0, b"wvpk"), (0, b"MThd"))
+
+
+def _looks_like_sound(head: bytes) -> bool:
+    """True when ``head`` (a file's first bytes) starts like a container libsndfile reads, or like an
+    MPEG audio frame (an MP3 without an ID3 tag: 11 set sync bits)."""
+    if any(head[at:at + len(magic)] == magic for at, magic in _MAGIC):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+
+
 def _read_other(path: Path) -> tuple[np.ndarray, int, str]:
     """Decode a non-WAV container with soundfile; return (samples, rate, description)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not _looks_like_sound(head):
+        raise AudioError(path, "not a sound file libsndfile can decode: its first bytes are those of no container "
+                               "it reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, AU, CAF)")
     try:
         with sf.SoundFile(path) as f:
             sr, fmt, subtype, channels = f.samplerate, f.format, f.subtype, f.channels
@@ -159,7 +179,7 @@ def load_sound(path: str | Path, *, sr: int = audio.TARGET_SR, length: int = aud
     ``length`` samples gives one window, exactly :func:`us8k_lib.audio.format_clip`'s output.
 
     Returns:
-        A :class:`Sound`. Used by notebook 5 and ``predict``.
+        A :class:`Sound`. Used by :class:`Classifier` (the upload widget of notebook 5) and ``predict``.
 
     Raises:
         AudioError: naming the file and what is wrong: missing, empty, corrupt, a container or
@@ -187,6 +207,13 @@ def load_sound(path: str | Path, *, sr: int = audio.TARGET_SR, length: int = aud
                  windows=windows, starts=starts, silent=silent, model_sr=sr)
 
 
+def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """Return the ``k`` most likely ``(class, probability)`` pairs, most likely first (the earlier
+    class on a tie). The one ranking every prediction of this module uses."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[: min(k, len(classes))]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
 @dataclass
 class Prediction:
     """What a model makes of one sound: class probabilities per window and averaged.
@@ -208,8 +235,7 @@ class Prediction:
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """Return the ``k`` most likely ``(class, probability)`` pairs of the average, most likely first."""
-        order = np.argsort(-self.probabilities, kind="stable")[: min(k, len(self.classes))]
-        return [(self.classes[i], float(self.probabilities[i])) for i in order]
+        return top_k(self.probabilities, self.classes, k)
 
     def windows_to_dict(self) -> list[dict[str, Any]]:
         """Return each window as ``{"start", "end", "silent", "top": [...], "probabilities": {...}}``
@@ -221,8 +247,7 @@ class Prediction:
                                    "end": round(float(min(start + length, self.sound.duration)), 3),
                                    "silent": bool(quiet)}
             if not quiet:
-                order = np.argsort(-p, kind="stable")[:3]
-                row["top"] = [{"class": self.classes[i], "probability": float(p[i])} for i in order]
+                row["top"] = [{"class": c, "probability": q} for c, q in top_k(p, self.classes, 3)]
                 row["probabilities"] = {c: float(v) for c, v in zip(self.classes, p)}
             rows.append(row)
         return rows
@@ -239,14 +264,15 @@ class Classifier:
         source: where the weights came from, in words (e.g. "runs/m5-mini-fold10/best.pt: the
             epoch validation selected"); "a model in memory" otherwise.
 
-    Used by notebook 5 and ``predict``.
+    Used by the upload widget (notebook 5) and ``predict``.
     """
 
     #: Windows classified per forward pass.
     BATCH = 64
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str] = CLASSES, *,
-                 sr: int = audio.TARGET_SR, length: int = audio.TARGET_LENGTH, source: str = "a model in memory") -> None:
+                 sr: int = audio.TARGET_SR, length: int = audio.TARGET_LENGTH,
+                 source: str = "a model in memory") -> None:
         """Wrap ``model`` (logits over ``classes``, input ``[batch, 1, length]`` at ``sr`` Hz)."""
         self.model = model
         self.classes = list(classes)
@@ -258,7 +284,7 @@ class Classifier:
     def from_checkpoint(cls, checkpoint: str | Path) -> Classifier:
         """Return a classifier for the model in ``checkpoint``: a checkpoint file, or a run folder
         (its ``best.pt`` when it has one, the weights whose numbers the run reported, else its
-        ``checkpoint.pt``; see :func:`us8k_lib.runs.folder.weights_file`).
+        ``checkpoint.pt``; see :func:`us8k_lib.runs.results.weights_file`).
 
         Raises:
             CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
@@ -288,15 +314,14 @@ class Classifier:
 
     def top(self, model_input: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """Return the ``k`` most likely ``(class, probability)`` pairs of one model input, most likely first."""
-        p = self.probabilities(model_input)
-        order = np.argsort(-p, kind="stable")[: min(k, len(self.classes))]
-        return [(self.classes[i], float(p[i])) for i in order]
+        return top_k(self.probabilities(model_input), self.classes, k)
 
     def classify(self, sound: Sound) -> Prediction:
         """Classify every window of ``sound`` that is not silent and average their probabilities.
 
         Returns:
-            A :class:`Prediction`. Used by notebook 5 (the upload widget) and ``predict``.
+            A :class:`Prediction`. Used by the upload widget (:class:`us8k_lib.real_sounds.SoundUploader`, notebook
+            5) and ``predict``.
         """
         per_window = np.full((len(sound.windows), len(self.classes)), np.nan)
         heard = ~sound.silent
@@ -331,7 +356,7 @@ def predict_files(checkpoint: Classifier | str | Path, paths: Sequence[str | Pat
     Returns:
         One row per file: ``file``, ``classified`` (what the model heard, e.g. "30.0 s, 14
         windows of 4 s (hop 2 s)"), then ``class_1``, ``probability_1`` ... ``class_k``,
-        ``probability_k`` (most likely first). Used by notebook 5 and ``predict``.
+        ``probability_k`` (most likely first). Used by ``predict`` and the tests.
 
     Raises:
         CheckpointError: the checkpoint is not usable; AudioError: a file cannot be used (see

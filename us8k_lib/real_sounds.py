@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from us8k_lib import listen, plots
 from us8k_lib.errors import US8KError
 from us8k_lib.evaluate import EvalResult, evaluate
+from us8k_lib.folds import FOLDS
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.paths import is_mini, sample_root
 from us8k_lib.predict import Classifier, Prediction, Sound
@@ -54,7 +55,7 @@ def evaluate_sample(model: torch.nn.Module, *, root: str | Path | None = None,
     from us8k_lib.dataset import US8KDataset
 
     root = sample_root() if root is None else Path(root)
-    data = US8KDataset(root, folds=range(1, 11), cache_dir=cache_dir, progress=False)
+    data = US8KDataset(root, folds=FOLDS, cache_dir=cache_dir, progress=False)
     return evaluate(model, data)
 
 
@@ -76,8 +77,8 @@ def prediction_players(result: EvalResult, root: str | Path | None = None, *, co
     from us8k_lib.paths import sample_credits
 
     root = sample_root() if root is None else Path(root)
-    credits = sample_credits() if root == sample_root() else None
-    authors = {} if credits is None else dict(zip(credits["slice_file_name"], credits["freesound_user"]))
+    table = sample_credits() if root == sample_root() else None
+    authors = {} if table is None else dict(zip(table["slice_file_name"], table["freesound_user"]))
     captions = []
     for row in result.predictions.itertuples():
         mark = "<span style='color:#1e8449'>&#10004; right</span>" if row.correct else \
@@ -117,7 +118,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     """Return the Wilson score interval of an accuracy of ``correct`` out of ``n`` (95% for z = 1.96).
 
     Unlike the textbook ``p +- z*sqrt(p(1-p)/n)``, it stays inside [0, 1] and is sensible for
-    small ``n`` and for 0 or ``n`` correct. Used by notebook 5.
+    small ``n`` and for 0 or ``n`` correct. Used by :func:`real_sample_verdict` (notebook 5).
     """
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
@@ -178,7 +179,8 @@ def _carry_over(n: int, low: float, high: float, synthetic_accuracy: float | Non
         return (f"That is better than guessing, but below the {synthetic_accuracy:.0%} it scored on its "
                 "test fold: part of what it learned carries over to real recordings, much does not.")
     if synthetic_accuracy is not None:
-        return f"As far as {n} clips can tell, that is as good as the {synthetic_accuracy:.0%} it scored on its test fold."
+        return (f"As far as {n} clips can tell, that is as good as the {synthetic_accuracy:.0%} "
+                "it scored on its test fold.")
     return "That is better than guessing."
 
 
@@ -207,7 +209,8 @@ def _result_figure(prediction: Prediction, k: int) -> Figure:
     heard = sound.resampled if several else sound.model_input
     plots.plot_waveform(heard, sound.model_sr, ax=wave_ax, max_points=4000,
                         title=f"what the model hears: {sound.model_sr:,} Hz mono, "
-                              f"{len(heard) / sound.model_sr:g} s" + (f", {len(sound.windows)} windows" if several else ""))
+                              f"{len(heard) / sound.model_sr:g} s"
+                              + (f", {len(sound.windows)} windows" if several else ""))
     names = [name for name, _ in top][::-1]
     probs = [p for _, p in top][::-1]
     bars = bar_ax.barh(names, probs, color=["#bbbbbb"] * (len(top) - 1) + ["#2e86c1"])
@@ -225,7 +228,7 @@ def plot_window_scores(prediction: Prediction, classes: Sequence[str] | None = N
     the average) against the window's start; silent windows, left out of the average, are marked.
 
     Returns:
-        The axes. Used by notebook 5 (the upload widget).
+        The axes. Used by the upload widget (notebook 5).
     """
     if ax is None:
         ax = Figure(figsize=(8, 2.4), layout="constrained").subplots()
@@ -238,7 +241,8 @@ def plot_window_scores(prediction: Prediction, classes: Sequence[str] | None = N
     if quiet.any():
         ax.plot(starts[quiet], np.zeros(int(quiet.sum())), "x", color="#888888", label="silent (left out)")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(f"window start (s); each window is {prediction.sound.windows.shape[1] / prediction.sound.model_sr:g} s")
+    window_s = prediction.sound.windows.shape[1] / prediction.sound.model_sr
+    ax.set_xlabel(f"window start (s); each window is {window_s:g} s")
     ax.set_ylabel("probability")
     ax.set_title("per window")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
@@ -332,10 +336,11 @@ class SoundUploader:
         upload = files[0]
         try:
             self.classify_bytes(upload["name"], upload["content"])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # A widget callback has nowhere to raise to but a log the learner never sees; say it
             # in the widget instead, and stay usable for the next file.
-            self._show_problem(_safe_name(upload.get("name", "upload")), f"unexpected error: {type(exc).__name__}: {exc}")
+            self._show_problem(_safe_name(upload.get("name", "upload")),
+                               f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
             # Forget the upload, so that choosing the same file again is a change too.
             self.upload.value = ()
@@ -359,13 +364,15 @@ class SoundUploader:
         self.players.children = (players,)
         several = " (mean over windows)" if len(sound.windows) > 1 else ""
         self.ranking.value = f"<b>The model's top {len(self.top)}{several}:</b> " + " &middot; ".join(
-            f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}" for i, (c, p) in enumerate(self.top, 1))
+            f"{i}. <span class='us8k-top-class'>{html.escape(c)}</span> {p:.0%}"
+            for i, (c, p) in enumerate(self.top, 1))
         fig = _result_figure(prediction, self.k)
         self.image.value = listen.figure_bytes(fig, fmt="png")
         self.image.layout.display = None
         # The file's name last: once it shows, everything below it is this file's.
         self.info.value = (f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {sound.duration:.2f} s; "
-                           f"classified: <span class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
+                           f"classified: <span "
+                           f"class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
 
     def snapshot(self) -> Any:
         """Return the current picture as an ``IPython.display.Image`` (a copy that shows without widgets)."""

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from us8k_lib.errors import DownloadError, UnsafeArchiveError, US8KError
+from us8k_lib.folds import FOLDS
 from us8k_lib.paths import DATASET_DIRNAME, METADATA_RELPATH, check_free_space, existing_ancestor, project_data_dir
 
 #: The official archive (Zenodo record 1203745).
@@ -118,7 +119,7 @@ def dataset_problem(target: str | Path) -> str | None:
         load_metadata(target / METADATA_RELPATH)
     except US8KError as exc:
         return str(exc)
-    absent = [f"audio/fold{k}" for k in range(1, 11) if not (target / "audio" / f"fold{k}").is_dir()]
+    absent = [f"audio/fold{k}" for k in FOLDS if not (target / "audio" / f"fold{k}").is_dir()]
     if absent:
         return "missing " + ", ".join(absent)
     return None
@@ -323,12 +324,16 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
                     tar.extract(member, dest, **_DATA_FILTER)
                 except tarfile.TarError as exc:
                     if _DATA_FILTER and isinstance(exc, tarfile.FilterError):
-                        raise UnsafeArchiveError(f"{archive}: refusing to extract member {member.name!r}: {exc}") from exc
+                        raise UnsafeArchiveError(
+                            f"{archive}: refusing to extract member {member.name!r}: {exc}") from exc
                     raise
                 bar.update(1)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # Other OSErrors (disk full) are not the archive's fault and propagate unchanged.
-        raise DownloadError(f"{archive}: corrupt or unreadable archive: {exc}") from exc
+        # tarfile lists every compression it tried, one line each: one line is what the reader needs
+        detail = " ".join(str(exc).split()) if not str(exc).startswith("file could not be opened") else (
+            "not a tar archive, gzip-, bzip2- or xz-compressed or plain")
+        raise DownloadError(f"{archive}: corrupt or unreadable archive: {detail}") from exc
 
 
 def extract_dataset(archive: str | Path, root: str | Path, *, progress: bool = True) -> Path:

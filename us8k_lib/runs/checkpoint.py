@@ -24,7 +24,7 @@ from torch import nn
 
 from us8k_lib.errors import CheckpointError
 from us8k_lib.metadata import CLASSES
-from us8k_lib.model import ModelConfig, build_model
+from us8k_lib.model import ModelConfig, build_model, upgrade_state_dict
 from us8k_lib.runs import files
 from us8k_lib.runs.identity import DatasetIdentity
 
@@ -43,21 +43,39 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 
 
+#: The last checkpoint read, by its file's identity (path, inode, size, modification time): a command
+#: that asks for one checkpoint several times (``train --resume`` reads its settings, then the run
+#: folder's rule and the resume itself read it) reads the file once. A rewritten file is read anew.
+_LAST_READ: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`fit`.
+    """Load and check a checkpoint written by ``fit``; return its contents (a new dict each call,
+    whose values are shared with the last read of the same unchanged file: do not change them in place).
 
     Loading uses ``weights_only=True``: a checkpoint from elsewhere cannot run code.
 
     Raises:
         CheckpointError: naming the file, when it is missing, not a checkpoint, or damaged.
 
-    Used by notebook 5 and ``predict``.
+    Used by every module that reads a run folder (``predict``, ``crossval``, resuming).
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file (expected a checkpoint written by train)")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _LAST_READ:
+        ckpt = _read_checkpoint(path)
+        _LAST_READ.clear()
+        _LAST_READ[key] = ckpt
+    return dict(_LAST_READ[key])
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """Read and check the checkpoint file ``path`` (see :func:`load_checkpoint`)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or damaged files
@@ -78,6 +96,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("model", "model_config", "config", "epoch", "history", "classes") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {missing}")
+    name = str(ckpt["model_config"].get("name", ""))
+    ckpt["model"] = upgrade_state_dict(name, ckpt["model"])  # M5's layers were once named after the family's
+    if isinstance(ckpt.get("best"), dict) and "model" in ckpt["best"]:
+        ckpt["best"]["model"] = upgrade_state_dict(name, ckpt["best"]["model"])
     return ckpt
 
 
@@ -96,7 +118,8 @@ def load_model(checkpoint: str | Path | dict[str, Any], *, path: str | Path | No
         CheckpointError: naming the file, when it cannot be read (see :func:`load_checkpoint`)
             or its model config or weights do not fit this code.
 
-    Used by notebooks 5 and 8 and ``predict``.
+    Used by :meth:`us8k_lib.crossval.CrossValResult.fold_model` (notebook 8), the upload widget (notebook 5) and
+    ``predict``.
     """
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     where = str(path if path is not None else "checkpoint") if isinstance(checkpoint, dict) else str(checkpoint)
@@ -163,6 +186,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
     files.write_atomic(Path(path), write)
 
+
 def inference_state(net: Any, config: Any, history: list[dict[str, Any]], epoch: int, *, sr: int, length: int,
                     dataset: DatasetIdentity) -> dict[str, Any]:
     """What every checkpoint holds: enough to rebuild the model and classify with it."""
@@ -172,12 +196,14 @@ def inference_state(net: Any, config: Any, history: list[dict[str, Any]], epoch:
         "classes": list(CLASSES), "sr": sr, "length": length, "dataset": dataset.to_dict(),
     }
 
+
 def best_state(ckpt: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any]:
     """best.pt: the inference checkpoint of the selected epoch, with that epoch and its validation accuracy."""
     keep = {k: ckpt[k] for k in ("format", "version", "model_config", "history", "config", "classes", "sr",
                                   "length", "dataset")}
     selected = {k: best[k] for k in ("epoch", "val_acc", "val_fold")}
     return {**keep, "model": best["model"], "epoch": best["epoch"], "selected": selected}
+
 
 def save_epoch(out: Path, ckpt: dict[str, Any], *, is_best: bool) -> None:
     """Write checkpoint.pt (which carries the selected weights so far, ``ckpt["best"]``), then

@@ -17,6 +17,7 @@ from typing import Any
 
 _TMP_MARK = ".tmp-"
 
+
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` via a temporary file in the same folder, then rename it into place.
 
@@ -41,6 +42,7 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         if tmp.exists():
             tmp.unlink()
 
+
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically (NaN is an error, not invalid JSON)."""
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
@@ -49,6 +51,22 @@ def write_json(path: Path, obj: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`write_atomic`)."""
     write_atomic(Path(path), lambda f: f.write(text), mode="w")
+
+
+def check_writable(folder: Path) -> None:
+    """Raise unless a file can be created in ``folder``: before a run trains for an epoch only to find
+    it cannot save it (a read-only folder or disk).
+
+    Raises:
+        OSError: naming ``folder``, with the system's reason (permission denied, read-only file system).
+    """
+    probe = Path(folder) / f".write-test{_TMP_MARK}{os.getpid()}"  # swept like a temporary if left behind
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(folder)) from exc
+    os.close(fd)
+    probe.unlink()
 
 
 def sweep_temporaries(folder: Path) -> list[Path]:

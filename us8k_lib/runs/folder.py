@@ -52,6 +52,7 @@ from us8k_lib.errors import (
     run_folder_choices,
     setting,
 )
+from us8k_lib.runs import files
 from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from us8k_lib.runs.identity import DatasetIdentity
 from us8k_lib.runs.lock import locked
@@ -221,6 +222,8 @@ def decide(run: Path, config: Mapping[str, Any], dataset: DatasetIdentity, *, re
     action = plan(run, config, dataset, resume=resume, overwrite=overwrite)
     if action == "new" and resume:
         raise CheckpointError(f"{run / CHECKPOINT_NAME}: no such checkpoint to resume")
+    if action != "finished":
+        files.check_writable(run)  # before any training: not an epoch later, when it saves
     if action == "overwrite":
         # checkpoint.pt last: a removal cut short leaves a folder that still reads as the old run
         for name in sorted(RUN_FILES, key=lambda name: name == CHECKPOINT_NAME):
@@ -265,7 +268,7 @@ class OpenRun:
         if self.writer:
             try:
                 outcome = decide(self.path, config, dataset, resume=self.resume, overwrite=self.overwrite)
-            except (US8KError, ValueError) as exc:
+            except (US8KError, ValueError, OSError) as exc:
                 outcome = exc
         if self.ddp:
             outcome = distributed.all_gather_objects(outcome)[0]  # rank 0's decision holds for all

@@ -20,6 +20,7 @@ from us8k_lib.errors import CheckpointError, run_folder_choices
 
 _METADATA_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 
+
 @dataclass(frozen=True)
 class DatasetIdentity:
     """Which dataset a run trained and was tested on.
@@ -68,11 +69,13 @@ class DatasetIdentity:
                                   f"{run_folder_choices()} (or move the file away).")
         return cls(**{k: d[k] for k in names})
 
+
 def metadata_hash(rows: pd.DataFrame) -> str:
     """Return the sha256 of metadata rows, independent of their order and of extra columns."""
     cols = [c for c in _METADATA_COLUMNS if c in rows.columns]
     table = rows[cols].sort_values(["fold", "slice_file_name"], kind="stable")
     return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+
 
 def dataset_identity(root: str | Path, rows: pd.DataFrame, cache_key: str) -> DatasetIdentity:
     """Return the :class:`DatasetIdentity` of a run on ``rows`` (metadata) of the dataset at ``root``.

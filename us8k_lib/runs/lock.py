@@ -21,6 +21,7 @@ from us8k_lib.runs.files import sweep_temporaries
 #: Held (an OS lock) for the life of a run; names the holder. Removed when the run ends.
 LOCK_NAME = ".lock"
 
+
 class RunLock:
     """An OS lock on ``folder/.lock`` for the life of a run: released by the OS when its process
     dies, so a killed run never blocks the next one (``fcntl.flock`` on Linux and macOS,
@@ -67,7 +68,11 @@ class RunLock:
             return
         fd, self._fd = self._fd, None
         if sys.platform != "win32":  # unlinked while still held: nobody can lock the old file after us
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a folder that became read-only: a lock file left there blocks nobody, and the error
+                # that ended the run (raised on) is the one to report
         _unlock(fd)
         os.close(fd)
         if sys.platform == "win32":  # an open file cannot be removed there; another run may have it open
@@ -88,8 +93,10 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+
 #: Windows locks byte ranges; the lock byte lies beyond the holder's line so the line stays readable.
 _WINDOWS_LOCK_OFFSET = 1 << 20
+
 
 def _lock(fd: int) -> None:
     if sys.platform == "win32":
@@ -102,6 +109,7 @@ def _lock(fd: int) -> None:
 
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
+
 def _unlock(fd: int) -> None:
     if sys.platform == "win32":
         import msvcrt
@@ -113,10 +121,12 @@ def _unlock(fd: int) -> None:
 
         fcntl.flock(fd, fcntl.LOCK_UN)
 
+
 def _read_holder(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 200).decode(errors="replace").strip()
     return text or "a process that is just starting"
+
 
 @contextmanager
 def locked(folder: Path | None, writer: bool = True, *, ranks_together: bool = False) -> Iterator[None]:
