@@ -14,7 +14,6 @@ import torch
 import torchaudio
 
 from us8k_lib import augment
-from us8k_lib.cli.training_flags import add_augment_arguments, augment_overrides
 from us8k_lib.augment import (
     AUGMENT_FIELDS,
     AUGMENT_PRESETS,
@@ -29,6 +28,7 @@ from us8k_lib.augment import (
     speed_factors,
     validate_augment_fields,
 )
+from us8k_lib.cli.training_flags import add_augment_arguments, augment_overrides
 
 SR, N = 8000, 32000
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -361,8 +361,8 @@ LEARN = dict(epochs=6, batch_size=16, lr=3e-3, scheduler="step", step_size=4, wi
 def test_training_with_augmentation_still_learns_and_evaluation_is_never_augmented(
         tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     from us8k_lib.dataset import US8KDataset
-    from us8k_lib.evaluate import evaluate
     from us8k_lib.engine.fit import fit
+    from us8k_lib.evaluate import evaluate
     from us8k_lib.recipe import TrainConfig
 
     cache_dir = tmp_path_factory.mktemp("cache")
@@ -399,4 +399,11 @@ def test_demonstrate_reports_what_it_did_to_the_clip() -> None:
     assert f"mixed {mix['gun_shot']:.2f}" in by_name["mixup"].drawn
     again = augment.demonstrate(clip, other, (6, 9), seed=3)
     assert all(np.array_equal(a.x, b.x) and a.drawn == b.drawn for a, b in zip(demos, again))
-    assert augment.plot_demos(clip, demos).axes and len(augment.demo_players(clip, demos).children) == 7
+    from us8k_lib import listen, plots
+
+    figure = plots.plot_augmentations(clip, demos, SR)
+    # seven rows of waveform and spectrogram, and one colour bar: every spectrogram on one dB scale
+    assert len(figure.axes) == 7 * 2 + 1
+    levels = {ax.images[0].get_clim() for ax in figure.axes[1:14:2]}
+    assert len(levels) == 1
+    assert len(listen.augmentation_players(clip, demos, SR).children) == 7

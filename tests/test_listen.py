@@ -209,6 +209,7 @@ def test_sweep_rises_from_f0_to_f1():
     x = listen.make_sweep(sr, seconds=2.0, f0=200, f1=6000)
     assert x.dtype == np.float32 and len(x) == 2 * sr and np.abs(x).max() <= 0.3 + 1e-6
     # instantaneous frequency from zero crossings at the start and the end
+
     def freq(segment):
         return np.count_nonzero(np.diff(np.signbit(segment))) / 2 / (len(segment) / sr)
     assert freq(x[:1600]) == pytest.approx(200 + (6000 - 200) * 0.05 / 2 * 1, rel=0.3)

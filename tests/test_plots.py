@@ -147,6 +147,8 @@ def test_confusion_matrix_prints_counts_and_colours_row_shares():
     shown = np.asarray(ax.images[0].get_array())
     assert shown[0, 0] == pytest.approx(0.75) and shown[3, 3] == pytest.approx(1.0)
     assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES)
+    bar = fig.axes[1]  # the colour's scale: a share of the true class, 0 to 1
+    assert "share" in bar.get_ylabel() and ax.images[0].get_clim() == (0, 1)
 
 
 def test_confusion_matrix_takes_class_names_from_a_dataframe():
@@ -174,17 +176,25 @@ def test_per_class_accuracy_bars_and_overall_line():
     plt.close(fig)
 
 
+def freqs_of_peak(db: np.ndarray) -> float:
+    """The frequency (Hz) of the loudest row of an 8 kHz spectrogram image."""
+    _, freqs8k, _ = audio.compute_spectrogram(np.zeros(8000, np.float32), 8000)
+    return float(freqs8k[db.mean(axis=1).argmax()])
+
+
 def test_aliasing_comparison_shows_the_folded_tone_only_in_the_naive_panel():
     sr = 40000
     x = tone(6000, sr)  # above 4 kHz: x[::5] folds it to 8000 - 6000 = 2000 Hz
     fig = plots.plot_aliasing_comparison(x, sr, factor=5, new_sr=8000)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    original, naive, proper = (np.asarray(ax.images[0].get_array()) for ax in panels)
+    original, naive, proper, difference = (np.asarray(ax.images[0].get_array()) for ax in panels)
     # the original names where each result's band ends: 40 kHz / 5 / 2 = 4 kHz for both here
-    assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["4 kHz: top of x[::5] (8,000 Hz)"]
-    assert len(fig.axes) == 4 and "dB" in fig.axes[3].get_ylabel()
-    _, freqs8k, _ = audio.compute_spectrogram(np.zeros(8000, np.float32), 8000)
-    assert freqs8k[naive.mean(axis=1).argmax()] == pytest.approx(2000, abs=8000 / 512)
+    assert [t.get_text() for t in panels[0].texts] == ["top of x[::5]: 4 kHz"]
+    assert len(fig.axes) == 5 and "dB" in fig.axes[4].get_ylabel()
+    # the same rate for both results: a fourth panel holds their difference, the alias alone, as loud as in x[::5]
+    assert freqs_of_peak(difference) == pytest.approx(2000, abs=8000 / 512)
+    assert abs(difference.max() - naive.max()) < 1 and panels[3].images[0].get_clim() == panels[1].images[0].get_clim()
+    assert freqs_of_peak(naive) == pytest.approx(2000, abs=8000 / 512)
     assert naive.max() > -10  # the alias is as loud as the tone (amplitude 0.5: about -6 dB)
     # The filter removed it; only the clicks where the tone starts and stops leave a trace.
     assert proper[:, 4:-4].max() < -60
@@ -192,8 +202,10 @@ def test_aliasing_comparison_shows_the_folded_tone_only_in_the_naive_panel():
     plt.close(fig)
     # at 44.1 kHz, x[::5] keeps up to 4.41 kHz and a resampling to 8 kHz up to 4 kHz: two lines, both named
     fig = plots.plot_aliasing_comparison(tone(1000, 44100), 44100, factor=5, new_sr=8000)
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["4.41 kHz: top of x[::5] (8,820 Hz)", "4 kHz: top at 8,000 Hz"]
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == ["top of x[::5]: 4.41 kHz", "top at 8,000 Hz: 4 kHz"]
+    assert [t.get_verticalalignment() for t in fig.axes[0].texts] == ["bottom", "top"]  # one above, one below
+    assert len(fig.axes) == 4  # two rates: no difference panel
     plt.close(fig)
 
 
@@ -257,8 +269,6 @@ def test_fold_accuracies_plot_shows_each_fold_and_the_mean() -> None:
 
 
 def test_fold_comparison_draws_one_bar_per_model_and_fold_and_each_mean() -> None:
-    import pandas as pd
-
     from us8k_lib.plots import plot_fold_comparison
 
     table = pd.DataFrame({"M5 acc": [0.8, 0.7, 0.75, 0.07], "M5 epoch": [1, 2, 1.5, 0.7],
@@ -273,6 +283,23 @@ def test_fold_comparison_draws_one_bar_per_model_and_fold_and_each_mean() -> Non
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
 
 
+def test_front_ends_number_the_time_axis_of_both_panels():
+    x = np.sin(np.linspace(0, 2000, 32000)).astype(np.float32)
+    fig = plots.plot_front_ends(x, 8000, np.zeros((64, 251), np.float32), title="a tone")
+    wave, mel = fig.axes[0], fig.axes[1]
+    fig.canvas.draw()
+    for ax in (wave, mel):
+        assert ax.get_xlabel() == "time (s)" and any(t.get_text() for t in ax.get_xticklabels() if t.get_visible())
+
+
+def test_learned_filters_are_drawn_in_the_order_of_their_peaks():
+    freqs = np.linspace(0, 4000, 257)
+    learned = np.stack([-np.abs(freqs - f) / 100 for f in (500, 1500, 3000)])  # already ordered by peak
+    fig = plots.plot_filterbanks(freqs, learned, np.eye(64, 257))
+    dots = fig.axes[0].collections[0].get_offsets()
+    assert list(np.asarray(dots)[:, 0]) == pytest.approx([500, 1500, 3000], abs=16)  # each filter's peak, marked
+
+
 def test_filter_responses_find_each_filters_band() -> None:
     import torch
 
@@ -282,7 +309,7 @@ def test_filter_responses_find_each_filters_band() -> None:
     model = build_model("m5", width=2)
     t = torch.arange(80) / 8000
     with torch.no_grad():  # two filters: a 3 kHz and a 500 Hz cosine under a Hann window
-        model.blocks[0].conv.weight[:, 0] = torch.stack([torch.cos(2 * torch.pi * 3000 * t),
+        model.conv1.weight[:, 0] = torch.stack([torch.cos(2 * torch.pi * 3000 * t),
                                                          torch.cos(2 * torch.pi * 500 * t)]) * torch.hann_window(80)
     freqs, db = compute_filter_responses(model)
     assert freqs[-1] == 4000 and db.shape == (2, 257) and db.max() <= 0

@@ -127,7 +127,7 @@ def active_span(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     The cache zero-pads clips shorter than the window at the end, so ``first + length`` is where a
     short event's padding starts. ``x`` is ``[batch, 1, samples]`` or ``[batch, samples]``.
-    Used by notebook 7.
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments).
     """
     x2 = _as_2d(x)
     n = x2.shape[-1]
@@ -142,7 +142,7 @@ def clip_level(x: torch.Tensor) -> torch.Tensor:
     """Return each clip's RMS level over its active part (``[batch]``; 0 for a silent clip).
 
     Padding does not count, so a 0.5 s dog bark padded to 4 s has the level of the bark itself.
-    Used by notebook 7.
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments).
     """
     x2 = _as_2d(x)
     _, length = active_span(x2)
@@ -154,7 +154,7 @@ def roll_clips(x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     window comes back at the other, so every sample is kept.
 
     A shift that only moves zero padding across the ends is a plain move inside the window.
-    Used by notebook 7.
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments).
     """
     x2 = _as_2d(x)
     n = x2.shape[-1]
@@ -165,7 +165,7 @@ def roll_clips(x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
 def speed_factors(max_change: float, steps: int = SPEED_STEPS) -> list[float]:
     """Return the speed factors ``aug_speed=max_change`` uses: ``steps`` evenly spaced values over
     ``[1 - max_change, 1 + max_change]``, rounded to 1/SPEED_RESOLUTION, duplicates removed.
-    Used by notebook 7."""
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments)."""
     if not 0 <= max_change <= MAX_SPEED:
         raise ValueError(f"max_change must be in [0, {MAX_SPEED}], got {max_change}")
     grid = np.linspace(1 - max_change, 1 + max_change, steps)
@@ -192,7 +192,8 @@ def change_speed(x: torch.Tensor, factor: float) -> torch.Tensor:
     convolution with one output channel per phase, which PyTorch's CPU convolution runs slowly for
     the few phases a factor like 1.1 (11:10) has. The result equals torchaudio's to float
     rounding (a test checks).
-    ``factor`` must be a positive multiple of 1/SPEED_RESOLUTION. Used by notebook 7.
+    ``factor`` must be a positive multiple of 1/SPEED_RESOLUTION. Used by :class:`Augmenter` (notebook 7 and every
+    training run that augments).
     """
     orig = round(factor * SPEED_RESOLUTION)
     if orig <= 0 or abs(orig - factor * SPEED_RESOLUTION) > 1e-6:
@@ -211,7 +212,7 @@ def change_speed(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 def time_mask(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
     """Return ``x`` with samples ``start[i] .. start[i] + length[i] - 1`` of clip ``i`` set to zero.
-    Used by notebook 7."""
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments)."""
     x2 = _as_2d(x)
     t = torch.arange(x2.shape[-1], device=x2.device)[None, :]
     start = start.to(x2.device)[:, None]
@@ -224,7 +225,7 @@ def mix_at_snr(x: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor, *,
     """Return ``x + g * noise`` with each gain ``g`` chosen so that ``clip_level(x) / clip_level(g *
     noise)`` is ``snr_db`` (dB; ``inf`` adds nothing, and so does a silent ``noise``).
     ``levels``: ``(clip_level(x), clip_level(noise))`` when the caller has them already.
-    Used by notebook 7."""
+    Used by :class:`Augmenter` (notebook 7 and every training run that augments)."""
     lx, ln = levels if levels is not None else (clip_level(x), clip_level(noise))
     gain = torch.where(ln > 0, lx / ln.clamp(min=torch.finfo(ln.dtype).tiny) * 10.0 ** (-snr_db / 20.0), 0.0)
     return x + gain.to(x.dtype).view(-1, *([1] * (x.dim() - 1))) * noise
@@ -241,7 +242,7 @@ def mix_clips(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor, *,
 
     Returns:
         ``(mixed, ratio)``: the mixed clips and the ratio actually used (for the labels).
-        Used by notebook 7.
+        Used by :class:`Augmenter` (notebook 7 and every training run that augments).
     """
     lx, lo = levels if levels is not None else (clip_level(x), clip_level(other))
     tiny = torch.finfo(lo.dtype).tiny
@@ -336,7 +337,7 @@ class Augmenter:
         aug_shift, aug_speed, aug_mask, aug_noise, aug_mixup: as the ``TrainConfig`` fields of
             the same names; 0 switches one off.
 
-    Used by notebook 7 and ``us8k_lib.train``.
+    Used by :func:`demonstrate` (notebook 7) and every training run that augments.
     """
 
     def __init__(self, *, sr: int, n_classes: int, device: torch.device | str, seed: int,
@@ -588,37 +589,3 @@ def demonstrate(clip: np.ndarray, other: np.ndarray, labels: tuple[int, int], *,
     return demos
 
 
-def plot_demos(clip: np.ndarray, demos: list[Demo], sr: int = audio.TARGET_SR, title: str = "original") -> Any:
-    """Draw the original and each demo beside each other: waveform left, spectrogram right, one
-    row each, on the same scales. Returns the figure. Used by notebook 7."""
-    import matplotlib.pyplot as plt
-
-    from us8k_lib import plots
-
-    rows = [(title, np.asarray(clip, np.float32))] + [(d.name, d.x) for d in demos]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 1.7 * len(rows)), layout="constrained", squeeze=False)
-    peak = max(float(np.abs(x).max()) for _, x in rows)
-    for (label, x), (wave_ax, spec_ax) in zip(rows, axes):
-        plots.plot_waveform(x, sr, ax=wave_ax, title=label, max_points=4000)
-        wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
-        plots.plot_spectrogram(x, sr, ax=spec_ax, title=label, colorbar=False)
-    for ax in axes[:-1].ravel():
-        ax.set_xlabel("")
-    return fig
-
-
-def demo_players(clip: np.ndarray, demos: list[Demo], sr: int = audio.TARGET_SR, title: str = "original") -> Any:
-    """Return a grid of players: the original, then each demo with what was drawn for it.
-    Used by notebook 7."""
-    import html
-
-    import ipywidgets as widgets
-
-    from us8k_lib.listen import make_audio_widget
-
-    cells = []
-    for label, x, caption in [(title, np.asarray(clip, np.float32), "")] + [(d.name, d.x, d.drawn) for d in demos]:
-        text = f"<b>{html.escape(label)}</b><br><small>{html.escape(caption)}</small>"
-        cells.append(widgets.VBox([widgets.HTML(text), make_audio_widget(x, sr)],
-                                  layout=widgets.Layout(border="1px solid #ddd", padding="4px")))
-    return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns="repeat(3, 1fr)", grid_gap="6px"))

@@ -49,7 +49,7 @@ def make_audio_widget(x: np.ndarray, sr: int, **layout: Any) -> widgets.Audio:
     """Return an ``ipywidgets.Audio`` player for samples ``x`` at ``sr`` Hz.
 
     The player gets WAV bytes and ``format='wav'``, and neither starts by itself nor loops.
-    Used by notebooks 2, 3 and 5.
+    Used by every player of this module (notebooks 2, 3, 5 and 7).
     """
     return widgets.Audio(
         value=audio.wav_bytes(x, sr), format="wav", autoplay=False, loop=False,
@@ -74,19 +74,20 @@ def _clip_figure(figsize: tuple[float, float] = (9.0, 4.6)) -> Figure:
     # A bare Figure (not pyplot) so notebooks do not also show it as a static image at the end
     # of the cell, and nothing keeps it alive but the widget that owns it.
     fig = Figure(figsize=figsize, layout="constrained")
-    fig.add_subplot(2, 1, 1)
-    fig.add_subplot(2, 1, 2)
+    # waveform above spectrogram, and a narrow column for the spectrogram's colour bar (redrawn per clip)
+    fig.subplot_mosaic([["wave", "."], ["spec", "bar"]], width_ratios=[60, 1])
     return fig
 
 
 def _draw_clip(fig: Figure, x: np.ndarray, sr: int, title: str) -> None:
-    wave_ax, spec_ax = fig.axes[0], fig.axes[1]
-    wave_ax.clear()
-    spec_ax.clear()
+    wave_ax, spec_ax, bar_ax = fig.axes
+    for ax in fig.axes:
+        ax.clear()
     # ~4 points per pixel column is all a 900-pixel-wide picture can show.
     plots.plot_waveform(x, sr, ax=wave_ax, title=title, max_points=4000)
     plots.plot_spectrogram(audio.to_mono(x) if x.ndim > 1 else x, sr, ax=spec_ax, colorbar=False,
                            max_freq=BROWSER_MAX_FREQ)
+    fig.colorbar(spec_ax.images[0], cax=bar_ax, label="dB")
 
 
 def _describe_file(path: Path) -> str:
@@ -156,8 +157,9 @@ class _ClipView:
             self.samples = None
             self.audio.value = b""
             self.image.value = b""
+            problem = html.escape(str(getattr(exc, "problem", exc)))
             self.caption.value = (f"{self._caption}<br><b style='color:#c0392b'>cannot play "
-                                  f"{html.escape(self.path.name)}: {html.escape(str(getattr(exc, 'problem', exc)))}</b>")
+                                  f"{html.escape(self.path.name)}: {problem}</b>")
             return
         self.samples = (x, sr)
         self.audio.value = audio.wav_bytes(x, sr)
@@ -199,7 +201,8 @@ class ClipBrowser(_ClipView):
         self._datasets = {label: Path(p) for label, p in (datasets or {}).items()}
         self._labels = {p.resolve(): label for label, p in self._datasets.items()}
         if self._datasets and Path(root).resolve() not in self._labels:
-            raise ValueError(f"{root}: not one of the datasets offered ({', '.join(map(str, self._datasets.values()))})")
+            offered = ", ".join(map(str, self._datasets.values()))
+            raise ValueError(f"{root}: not one of the datasets offered ({offered})")
         self.dataset_dropdown = widgets.Dropdown(
             options=list(self._datasets), description="dataset", layout=widgets.Layout(
                 width="auto", display=None if self._datasets else "none"))
@@ -282,7 +285,9 @@ class ClipBrowser(_ClipView):
         folds = self._folds_of(class_name)
         if fold is not None and int(fold) not in folds:
             raise ValueError(f"no {class_name} clips in fold {fold} (folds with some: {folds})")
-        fold = int(fold) if fold is not None else (self.fold_dropdown.value if self.fold_dropdown.value in folds else folds[0])
+        if fold is None:
+            fold = self.fold_dropdown.value if self.fold_dropdown.value in folds else folds[0]
+        fold = int(fold)
         clips = self._clips_of(class_name, fold)
         names = [v for _, v in clips]
         if clip is not None and clip not in names:
@@ -347,7 +352,8 @@ class MistakesBrowser(_ClipView):
         self.mistakes = wrong.reset_index(drop=True)
         self._filling = False
         true_classes = [c for c in CLASSES if c in set(self.mistakes["true"].astype(str))]
-        self.class_filter = widgets.Dropdown(options=[self.ALL, *true_classes], value=self.ALL, description="true class")
+        self.class_filter = widgets.Dropdown(options=[self.ALL, *true_classes], value=self.ALL,
+                                             description="true class")
         self.mistake_list = widgets.Select(rows=8, layout=widgets.Layout(width="100%"))
         self.summary = widgets.HTML()
         self.class_filter.observe(lambda _: self._fill_list(), names="value")
@@ -433,7 +439,7 @@ def make_class_examples(root: str | Path, examples: pd.DataFrame, *, listen_sr: 
 
     Returns:
         A ``GridBox``; each cell is a ``VBox`` of an HTML caption and an ``Audio`` player.
-        Used by notebooks 2 and 5.
+        Used by notebook 2.
     """
     if captions is not None and len(captions) != len(examples):
         raise ValueError(f"{len(captions)} captions for {len(examples)} clips")
@@ -475,3 +481,14 @@ def make_sweep(sr: int, seconds: float = 4.0, f0: float = 100.0, f1: float = 200
     t = np.arange(int(round(sr * seconds))) / sr
     phase = 2 * np.pi * (f0 * t + (f1 - f0) / (2 * seconds) * t**2)
     return (amplitude * np.sin(phase)).astype(np.float32)
+
+
+def augmentation_players(clip: np.ndarray, demos: Sequence[Any], sr: int, title: str = "original") -> widgets.GridBox:
+    """Return a grid of players: the original, then each augmentation of it
+    (:func:`us8k_lib.augment.demonstrate`) with what was drawn for it. Used by notebook 7."""
+    cells = []
+    for label, x, caption in [(title, np.asarray(clip, np.float32), "")] + [(d.name, d.x, d.drawn) for d in demos]:
+        text = f"<b>{html.escape(label)}</b><br><small>{html.escape(caption)}</small>"
+        cells.append(widgets.VBox([widgets.HTML(text), make_audio_widget(x, sr)],
+                                  layout=widgets.Layout(border="1px solid #ddd", padding="4px")))
+    return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns="repeat(3, 1fr)", grid_gap="6px"))

@@ -54,7 +54,7 @@ def plot_waveform(
             equal stretches, which looks the same at screen resolution and renders much faster.
 
     Returns:
-        The figure. Used by notebooks 2 and 3 and by the clip browsers.
+        The figure. Used by notebook 3 and by the clip browsers (notebook 2).
     """
     fig, ax = _axes(ax, (8, 2.5))
     x = np.asarray(x)
@@ -94,6 +94,7 @@ def plot_spectrogram(
     title: str | None = None,
     max_freq: float | None = None,
     colorbar: bool = True,
+    top_db: float | None = None,
 ) -> Figure:
     """Draw a spectrogram in dB (time against frequency) computed by ``audio.compute_spectrogram``.
 
@@ -104,9 +105,11 @@ def plot_spectrogram(
         title: axes title.
         max_freq: upper limit of the frequency axis in Hz, e.g. to compare clips at different rates.
         colorbar: add a dB colour bar.
+        top_db: the level drawn brightest (default: the loudest bin), so that two panels drawn
+            with the same ``top_db`` share one scale.
 
     Returns:
-        The figure. Used by notebooks 2 and 3 and by the clip browsers.
+        The figure. Used by notebook 3 and by the clip browsers (notebook 2).
     """
     from us8k_lib.audio import compute_spectrogram
 
@@ -116,7 +119,7 @@ def plot_spectrogram(
         x = x.mean(axis=1)
     db, freqs, times = compute_spectrogram(x, sr)
     db = np.asarray(db)
-    top = float(np.max(db)) if db.size else 0.0
+    top = top_db if top_db is not None else float(np.max(db)) if db.size else 0.0
     duration = x.shape[0] / float(sr)
     image = ax.imshow(
         db,
@@ -259,7 +262,7 @@ def plot_confusion_matrix(
         title: axes title.
 
     Returns:
-        The figure. Used by notebook 5.
+        The figure, with a colour bar for the colour's scale. Used by notebooks 5 and 6.
     """
     if isinstance(confusion, pd.DataFrame):
         classes = classes or [str(c) for c in confusion.index]
@@ -274,7 +277,9 @@ def plot_confusion_matrix(
     fig, ax = _axes(ax, (7, 6))
     rows = counts.sum(axis=1, keepdims=True)
     shown = counts / np.maximum(rows, 1) if normalize else counts
-    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(int(counts.max()), 1))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(int(counts.max()), 1))
+    fig.colorbar(image, ax=ax, pad=0.02, fraction=0.046,
+                 label="share of the true class's clips" if normalize else "clips")
     limit = (1 if normalize else max(int(counts.max()), 1)) * 0.6
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
@@ -337,7 +342,7 @@ def plot_fold_accuracies(folds: pd.DataFrame, *, ax: Axes | None = None, title: 
         title: axes title.
 
     Returns:
-        The figure. Used by notebooks 6 and 7.
+        The figure. Used by notebook 6.
     """
     fig, ax = _axes(ax, (7, 3.8))
     x = np.arange(len(folds))
@@ -381,6 +386,8 @@ def plot_aliasing_comparison(
 
     Energy above the new Nyquist frequency folds back into the band when samples are simply
     dropped (aliasing); an anti-aliasing low-pass filter (``audio.resample``) removes it instead.
+    When both results have the same rate (``new_sr`` is ``sr // factor``), a fourth panel shows
+    their difference: the folded-back energy alone, which is hard to see by comparing the two.
 
     Args:
         x: mono samples at ``sr``.
@@ -389,30 +396,41 @@ def plot_aliasing_comparison(
         new_sr: target rate of the proper resampling (default ``sr // factor``).
 
     Returns:
-        The figure: three spectrograms, the original marked (with a legend) where each result's band
-        ends, and one dB colour bar. Used by notebook 3.
+        The figure: the spectrograms, the original marked where each result's band ends (each line
+        labelled beside it), and one dB colour bar. Used by notebook 3.
     """
     from us8k_lib.audio import naive_decimate, resample
 
-    new_sr = int(new_sr or sr // factor)
+    naive_sr = sr // factor
+    new_sr = int(new_sr or naive_sr)
     naive = naive_decimate(x, factor)
     proper = resample(x, sr, new_sr)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained", sharey=True)
+    same_rate = new_sr == naive_sr
+    fig, axes = plt.subplots(1, 4 if same_rate else 3, figsize=(16 if same_rate else 13, 3.4), layout="constrained")
     plot_spectrogram(x, sr, ax=axes[0], title=f"original, {sr:,} Hz", colorbar=False)
     # where each result's band ends: above its line, the original's content folds back (x[::k]) or is removed
-    naive_top = sr / factor / 2
-    axes[0].axhline(naive_top, color="white", ls="--", lw=1,
-                    label=f"{naive_top / 1000:.3g} kHz: top of x[::{factor}] ({sr // factor:,} Hz)")
+    naive_top = naive_sr / 2
+    lines = [(naive_top, "white", "--", f"top of x[::{factor}]: {naive_top / 1000:.3g} kHz")]
     if abs(new_sr / 2 - naive_top) > 1:
-        axes[0].axhline(new_sr / 2, color="cyan", ls=":", lw=1.2,
-                        label=f"{new_sr / 2000:.3g} kHz: top at {new_sr:,} Hz")
-    axes[0].legend(fontsize=7, loc="upper right", framealpha=0.8)
-    plot_spectrogram(naive, sr // factor, ax=axes[1], title=f"x[::{factor}] ({sr // factor:,} Hz): aliased", colorbar=False)
+        lines.append((new_sr / 2, "cyan", ":", f"top at {new_sr:,} Hz: {new_sr / 2000:.3g} kHz"))
+    for k, (y, colour, style, label) in enumerate(sorted(lines, reverse=True)):
+        axes[0].axhline(y, color=colour, ls=style, lw=1.2)
+        # the higher line labelled above itself, the lower one below: close lines stay readable
+        axes[0].annotate(label, (0.35, y), xycoords=("axes fraction", "data"), color=colour, fontsize=7,
+                         xytext=(0, 3 if k == 0 else -3), textcoords="offset points", va="bottom" if k == 0 else "top")
+    plot_spectrogram(naive, naive_sr, ax=axes[1], title=f"x[::{factor}] ({naive_sr:,} Hz): aliased", colorbar=False)
     plot_spectrogram(proper, new_sr, ax=axes[2], title=f"resampled to {new_sr:,} Hz: filtered", colorbar=False)
+    if same_rate:
+        from us8k_lib.audio import compute_spectrogram
+
+        n = min(len(naive), len(proper))
+        # on x[::k]'s scale: how much of what the naive method hands the model is folded energy
+        plot_spectrogram(naive[:n] - proper[:n], naive_sr, ax=axes[3], colorbar=False,
+                         top_db=float(np.max(compute_spectrogram(naive[:n], naive_sr)[0])),
+                         title=f"the difference: folded energy (x[::{factor}]'s scale)")
     for ax in axes[1:]:
         ax.set_ylabel("")
-    axes[0].set_ylim(0, sr / 2)
-    # each panel is scaled to its own loudest bin (plot_spectrogram), so one scale serves all three
+    # one scale serves every panel: each drawn against its own loudest bin, the difference against x[::k]'s
     scale = ScalarMappable(norm=Normalize(-SPECTROGRAM_DB_RANGE, 0), cmap="magma")
     fig.colorbar(scale, ax=axes, label="dB below the loudest bin", pad=0.01)
     return fig
@@ -461,6 +479,28 @@ def plot_class_examples(root: Any, examples: pd.DataFrame, *, columns: int = 5, 
     return fig
 
 
+def plot_augmentations(clip: np.ndarray, demos: Sequence[Any], sr: int, title: str = "original") -> Figure:
+    """Draw the original and each augmentation of it (:func:`us8k_lib.augment.demonstrate`) one row
+    each: waveform left, spectrogram right, every waveform on one amplitude scale and every
+    spectrogram on one dB scale (the loudest bin of all rows at the top), with its colour bar.
+    Returns the figure. Used by notebook 7."""
+    from us8k_lib.audio import compute_spectrogram
+
+    rows = [(title, np.asarray(clip, np.float32))] + [(d.name, d.x) for d in demos]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 1.7 * len(rows)), layout="constrained", squeeze=False)
+    peak = max(float(np.abs(x).max()) for _, x in rows)
+    top = max(float(np.max(compute_spectrogram(x, sr)[0])) for _, x in rows)
+    for (label, x), (wave_ax, spec_ax) in zip(rows, axes):
+        plot_waveform(x, sr, ax=wave_ax, title=label, max_points=4000)
+        wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
+        plot_spectrogram(x, sr, ax=spec_ax, title=label, colorbar=False, top_db=top)
+    for ax in axes[:-1].ravel():
+        ax.set_xlabel("")
+    scale = ScalarMappable(norm=Normalize(-SPECTROGRAM_DB_RANGE, 0), cmap="magma")
+    fig.colorbar(scale, ax=axes[:, 1], label="dB below the loudest bin of all rows", pad=0.01, shrink=0.6)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw waveform or spectrogram? (notebook 8)
 
@@ -482,6 +522,8 @@ def plot_front_ends(x: np.ndarray, sr: int, log_mel: np.ndarray, *, title: str =
     fig, (wave_ax, mel_ax) = plt.subplots(2, 1, figsize=(9, 5), layout="constrained", sharex=True)
     plot_waveform(x, sr, ax=wave_ax, title=f"raw waveform: {len(x):,} samples" + (f" ({title})" if title else ""),
                   max_points=4000)
+    wave_ax.tick_params(labelbottom=True)  # shared with the spectrogram's time axis, and numbered too
+    wave_ax.set_xlabel("time (s)")
     frames = log_mel.shape[1]
     image = mel_ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma",
                           extent=(0, frames * hop / sr, 0, log_mel.shape[0]), interpolation="nearest")
@@ -496,7 +538,8 @@ def plot_filterbanks(freqs: np.ndarray, learned_db: np.ndarray, mel: np.ndarray,
                      learned_title: str = "M5's first layer (learned)") -> Figure:
     """Draw two filterbanks side by side as images, filters against frequency: a raw-waveform
     model's learned first-layer filters (gains in dB, e.g. from
-    ``logmel.compute_filter_responses``) and the log-mel front end's fixed mel filters.
+    ``logmel.compute_filter_responses``, ordered by the frequency each passes best, which a dot
+    marks) and the log-mel front end's fixed mel filters.
 
     Returns:
         The figure. Used by notebook 8.
@@ -505,9 +548,14 @@ def plot_filterbanks(freqs: np.ndarray, learned_db: np.ndarray, mel: np.ndarray,
     top = float(freqs[-1])
     im = a.imshow(np.asarray(learned_db), origin="lower", aspect="auto", cmap="viridis", vmin=-30, vmax=0,
                   extent=(0, top, 0, len(learned_db)), interpolation="nearest")
+    learned_db = np.asarray(learned_db)
+    peaks = freqs[np.argmax(learned_db, axis=1)]
+    a.scatter(peaks, np.arange(len(learned_db)) + 0.5, s=10, color="white", edgecolor="black", linewidth=0.5,
+              label="each filter's peak", zorder=3)
+    a.legend(fontsize=7, loc="lower right", framealpha=0.8)
     a.set_title(learned_title)
     a.set_xlabel("frequency (Hz)")
-    a.set_ylabel("filter (sorted by peak frequency)")
+    a.set_ylabel("filter, by peak frequency")
     fig.colorbar(im, ax=a, label="gain (dB, each filter's peak = 0)", pad=0.01)
     mel = np.asarray(mel)
     im = b.imshow(mel / np.maximum(mel.max(axis=1, keepdims=True), 1e-12), origin="lower", aspect="auto",
