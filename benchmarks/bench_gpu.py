@@ -55,16 +55,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from us8k_lib.engine.allocator import reuse_freed_memory
-from us8k_lib.runs.files import write_json
 from us8k_lib.crossval import fold_roles
-from us8k_lib.engine.batches import EpochSampler, make_loader
 from us8k_lib.dataset import ClipBatch
 from us8k_lib.devices import choose_device, cpu_has_native_bf16, cpu_name, decide_amp
+from us8k_lib.engine.allocator import reuse_freed_memory
+from us8k_lib.engine.batches import EpochSampler, make_loader
 from us8k_lib.evaluate import evaluate
 from us8k_lib.metadata import CLASSES, load_metadata
 from us8k_lib.model import MODEL_NAMES, build_model, count_parameters, parse_model_name
 from us8k_lib.recipe import TrainConfig
+from us8k_lib.runs.files import write_json
 from us8k_lib.train import make_optimizer, train_one_epoch
 
 LENGTH = 32000  # 4 s at 8 kHz, what the cache holds
@@ -251,7 +251,7 @@ def machine_lines(device: torch.device) -> list[str]:
         import torchaudio
 
         audio_version = torchaudio.__version__
-    except Exception as exc:  # noqa: BLE001 - a broken torchaudio must not stop the benchmark
+    except Exception as exc:  # a broken torchaudio must not stop the benchmark
         audio_version = f"not loadable ({type(exc).__name__})"
     lines = [f"torch {torch.__version__}, torchaudio {audio_version}, Python {platform.python_version()}"]
     if device.type == "cuda":
@@ -265,7 +265,6 @@ def machine_lines(device: torch.device) -> list[str]:
                      f"{'TF32' if torch.backends.cuda.matmul.allow_tf32 else 'full fp32'}")
     lines.append(f"CPU: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     return lines
-
 
 
 def settings_for(device: torch.device, args: argparse.Namespace) -> Settings:
@@ -354,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(10 folds x --epochs for M5, --epochs-other for the others), see benchmarks/protocol.py")
     parser.add_argument("--epochs-other", type=int, default=10,
                         help="--protocol: epochs for the models other than M5, scaled to --epochs (default 10)")
-    parser.add_argument("--protocol-dir", default=None, help="--protocol: where the dataset and runs go (default: a temp dir)")
+    parser.add_argument("--protocol-dir", default=None,
+                        help="--protocol: where the dataset and runs go (default: a temp dir)")
     parser.add_argument("--jobs", type=int, default=1, help="--protocol: crossval --jobs (folds side by side)")
     parser.add_argument("--compile", action="store_true", help="--protocol: crossval --compile")
     parser.add_argument("--amp", action="store_true", help="--protocol: crossval --amp (bf16 autocast)")

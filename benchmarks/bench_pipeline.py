@@ -67,17 +67,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from us8k_lib import audio
+from us8k_lib.dataset import US8KDataset, collate_clips
+from us8k_lib.devices import cpu_name
 from us8k_lib.engine import cache as cache_module
 from us8k_lib.engine.allocator import reuse_freed_memory
 from us8k_lib.engine.batches import make_loader
-from us8k_lib.dataset import collate_clips, US8KDataset
 from us8k_lib.engine.cache import build_cache
-from us8k_lib.devices import cpu_name
 from us8k_lib.metadata import load_metadata, reference_metadata_path
 from us8k_lib.model import build_model
 from us8k_lib.paths import clip_path
-from us8k_lib.recipe import PRESETS
-from us8k_lib.recipe import TrainConfig
+from us8k_lib.recipe import PRESETS, TrainConfig
 from us8k_lib.train import make_optimizer, training_step
 
 #: The recipe the rows measure 'fit' with: the mini preset (batch 16), which the notebooks and the
@@ -195,8 +194,8 @@ def p2_details(path: str) -> list[tuple[str, str, str]]:
             x = np.random.default_rng(sr).uniform(-0.5, 0.5, sr * 4).astype(np.float32)
             reference = torchaudio.transforms.Resample(sr, audio.TARGET_SR, **audio.RESAMPLING)
             with torch.inference_mode():
-                ta = per_call_ms(lambda: reference(torch.from_numpy(x)))
-            ours = per_call_ms(lambda: audio.resample(x, sr, audio.TARGET_SR))
+                ta = per_call_ms(lambda reference=reference, x=x: reference(torch.from_numpy(x)))
+            ours = per_call_ms(lambda x=x, sr=sr: audio.resample(x, sr, audio.TARGET_SR))
             rows.append(("P2 detail", f"resample 4 s, {sr // 1000} kHz -> 8 kHz (1 thread): torchaudio "
                          "Resample vs audio.resample", f"{ta:.2f} vs {ours:.2f} ms ({ta / ours:.1f}x)"))
     finally:
@@ -271,7 +270,6 @@ def load_average() -> str:
         return " ".join(f"{v:.1f}" for v in os.getloadavg())
     except OSError:
         return "n/a"
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,7 +469,8 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
             strong = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS["strong"])
             variants = {"off": None, "on": strong}
 
-            def step(aug: Augmenter | None) -> None:
+            def step(aug: Augmenter | None, x: torch.Tensor = x, y: torch.Tensor = y, model: torch.nn.Module = model,
+                     opt: torch.optim.Optimizer = opt) -> None:
                 xb, target = (x, y) if aug is None else aug(x, y)
                 training_step(model, opt, xb, target, device=device, amp=amp)
 
@@ -496,12 +495,13 @@ def augment_rows(device: torch.device, batches: list[int], rounds: int,
             for preset in ("light", "strong"):
                 aug = Augmenter(sr=audio.TARGET_SR, n_classes=10, device=device, seed=0, **AUGMENT_PRESETS[preset])
 
-                def call() -> None:
+                def call(aug: Augmenter = aug, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
                     aug(x, y)
                     sync()
 
                 ms = per_call_ms(call, reps=10 if device.type == "cpu" else 50)
-                rows.append(("AUG training", f"{where}: the augmenter alone, '{preset}' preset", f"{ms:.2f} ms per batch"))
+                rows.append(("AUG training", f"{where}: the augmenter alone, '{preset}' preset", f"{ms:.2f} ms per "
+                                                                                                 f"batch"))
             # A cross-check that a noisy neighbour moves less: the parts' best times, added up.
             step_ms = 1e3 * best(times["off"])
             from_parts.append(step_ms / (step_ms + ms))
@@ -545,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer clips and training steps")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="preprocessing workers for P2 (default: all cores)")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps per variant (default 2, --quick 1)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed training steps per variant (default 2, --quick 1)")
     parser.add_argument("--compile", action="store_true",
                         help="also time M5 under torch.compile in P3 (compiling takes minutes on 2 cores)")
     parser.add_argument("--only", choices=["augment"], default=None,
@@ -590,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir = tmp / f"cache-{len(ours_build)}"
             _flush_writes()
             t0 = time.perf_counter()
-            cache = build_cache(root, meta, cache_dir=cache_dir, workers=w, progress=False)
+            build_cache(root, meta, cache_dir=cache_dir, workers=w, progress=False)
             ours_build.append(time.perf_counter() - t0)
         seq_rate, proc_rate, thread_rate, build_rate = (
             n_clips / best(t) for t in (floor_seq, floor_proc, floor_thread, ours_build))
@@ -601,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                  ("P2 first pass", f"floor: bare soundfile.read(float32), {w} threads", f"{thread_rate:,.0f} clips/s"),
                  ("P2 first pass", f"ours: build_cache ({w} {cache_module.EXECUTOR} workers, decode+mono+"
                                    "resample+pad, write)", f"{build_rate:,.0f} clips/s"),
-                 ("P2 first pass", f"ratio vs the faster {w}-worker floor (vs sequential: {build_rate / seq_rate:.2f}x)",
+                 ("P2 first pass",
+                  f"ratio vs the faster {w}-worker floor (vs sequential: {build_rate / seq_rate:.2f}x)",
                   f"{p2:.2f}x  (target >= 0.5x)")]
         rows += p2_details(paths[0])
         print(f"P2 done ({time.perf_counter() - began:.0f} s)", flush=True)
@@ -674,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{rate[v]:.1f} clips/s  {gflops:.0f} GFLOP/s = {gflops / mm:.0%} of matmul{extra}"))
         best_ours = max(variants[1:], key=rate.get)
         p3_by_batch[batch] = rate[best_ours] / rate["tutorial"]
-        rows.append(("P3 training", f"batch {batch}: ratio, best of ours = {P3_VARIANTS[best_ours].split(':')[-1].strip()}"
+        rows.append(("P3 training", f"batch {batch}: ratio, best of ours = "
+                                    f"{P3_VARIANTS[best_ours].split(':')[-1].strip()}"
                      + (f" (fit as shipped: {rate['ours'] / rate['tutorial']:.2f}x)" if best_ours != "ours" else ""),
                      f"{p3_by_batch[batch]:.2f}x" + ("  (target >= 1.5x)" if batch == BATCH else "")))
         if batch == BATCH:

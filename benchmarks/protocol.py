@@ -142,7 +142,8 @@ def main(args: argparse.Namespace, device: torch.device, models: list[str]) -> l
     cache = build_cache(root, rows, progress=False)
     built = time.perf_counter() - t0
     print(f"protocol dataset: {len(rows):,} clips in {len(sizes)} folds ({work}); written in {written:.0f} s, "
-          f"formatted into a {cache.nbytes / 1e9:.2f} GB cache in {built:.1f} s (once per dataset, not in the times below)")
+          f"formatted into a {cache.nbytes / 1e9:.2f} GB cache in {built:.1f} s "
+          "(once per dataset, not in the times below)")
     folds = "1-2" if quick else None
     run_folds = [1, 2] if quick else sorted(sizes)
     extra = ["--device", str(device.type)]

@@ -92,7 +92,7 @@ class ArchiveServer:
             def log_message(self, *args: object) -> None:  # keep pytest output clean
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:  # http.server's naming
                 server._serve(self)
 
         return Handler

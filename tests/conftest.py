@@ -54,9 +54,9 @@ def tiny_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     Barely better than chance: for tests of what reads checkpoints (predict, the upload widget),
     not of what a model learns.
     """
-    from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
     from us8k_lib.engine.fit import fit
     from us8k_lib.recipe import TrainConfig
+    from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
 
     out = tmp_path_factory.mktemp("tiny-run")
     config = TrainConfig(epochs=1, batch_size=16, lr=3e-3, width=8, seed=0)  # small for testing

@@ -20,12 +20,13 @@ def count_formatting(dump: Path) -> None:
     """Record every clip this rank formats (one line each), to show the clips are formatted once."""
     real = cache_module._format_task
 
-    def counted(path: str, sr: int, length: int):  # noqa: ANN202 - cache_module._format_task's signature
+    def counted(path: str, sr: int, length: int):  # cache_module._format_task's signature
         with open(dump / f"formatted-rank{distributed.rank()}.txt", "a") as f:
             f.write(path + "\n")
         return real(path, sr, length)
 
     cache_module._format_task = counted
+
 
 if __name__ == "__main__":
     root, out, cache, dump = sys.argv[1:5]

@@ -53,7 +53,8 @@ def test_freed_blocks_are_reused_without_page_faults_inside_the_block() -> None:
     assert res["inside"] < pages // 20  # kept in the heap: the pages are already there
 
 
-def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_are_applied_once_and_restored_by_the_outermost_block(fake_libc,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(allocator.MODE_VARIABLE, "fast")
     libc = fake_libc
     with reuse_freed_memory() as took:

@@ -25,9 +25,9 @@ from archive_server import ArchiveServer, Behaviour, dataset_tarball, evil_tarba
 from us8k_lib.audio import read_wav
 from us8k_lib.cli.parser import main
 from us8k_lib.datasets.download import download_dataset
+from us8k_lib.datasets.validate import PROBLEM_KEYS, validate_dataset
 from us8k_lib.errors import AudioError, DatasetNotFoundError, DownloadError, MetadataError, UnsafeArchiveError
 from us8k_lib.metadata import load_metadata
-from us8k_lib.datasets.validate import PROBLEM_KEYS, validate_dataset
 
 N_CLIPS = 12  # a small dataset keeps each case fast; validate's thoroughness is test_validate's job
 
@@ -202,7 +202,8 @@ def classid_class_mismatch(env: Env) -> Action:
     label = rows[4][rows[0].index("class")]
     other = "siren" if label != "siren" else "car_horn"
     name = set_cell(root, 4, "class", other)
-    return lambda: expect_metadata_problem(root, rf"row 4 .*\[{name}\] column 'class': '{other}' does not match classID")
+    return lambda: expect_metadata_problem(root,
+                                           rf"row 4 .*\[{name}\] column 'class': '{other}' does not match classID")
 
 
 @case()
@@ -307,7 +308,8 @@ def wav_in_wrong_fold(env: Env) -> Action:
     fold = int(path.parent.name[4:])
     moved = root / "audio" / f"fold{fold % 10 + 1}" / path.name
     path.rename(moved)
-    return lambda: expect_report(root, "wrong_fold", path, f"found in fold{fold % 10 + 1}, but the metadata says fold{fold}")
+    return lambda: expect_report(root, "wrong_fold", path,
+                                 f"found in fold{fold % 10 + 1}, but the metadata says fold{fold}")
 
 
 @case()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from us8k_lib.dataset import US8KDataset
 from us8k_lib.engine.batches import (
     DEVICE_FRACTION,
     DeviceBatches,
@@ -15,7 +16,6 @@ from us8k_lib.engine.batches import (
     make_loader,
     resident_waveforms,
 )
-from us8k_lib.dataset import US8KDataset
 from us8k_lib.engine.fit import fit
 from us8k_lib.recipe import TrainConfig
 

@@ -631,7 +631,8 @@ def _open_and_run_all(steps: Steps, server: LabServer) -> None:
         _wait_for(
             lambda: _page_kernel_idle(page),
             WIDGET_UPDATE_S,
-            lambda: f"the notebook toolbar to show the kernel idle after Run All; it shows {_page_kernel_status(page)!r}",
+            lambda: f"the notebook toolbar to show the kernel idle after Run All; it shows "
+                    f"{_page_kernel_status(page)!r}",
         )
 
 
@@ -887,7 +888,8 @@ def test_upload_widget_classifies_a_real_clip_and_reports_a_corrupt_file(upload_
 
             with steps.step("upload a real clip (96 kHz 24-bit stereo drilling): a top-3 prediction appears"):
                 _choose_file(steps, cell, str(drilling))
-                top = _wait_for_prediction(steps, cell, drilling.name, "WAVE_FORMAT_EXTENSIBLE PCM 24-bit stereo 96 kHz, 4.00 s")
+                top = _wait_for_prediction(steps, cell, drilling.name,
+                                           "WAVE_FORMAT_EXTENSIBLE PCM 24-bit stereo 96 kHz, 4.00 s")
                 print(f"[browser] {drilling.name}: {top}")
                 cell.scroll_into_view_if_needed()
                 steps.shot(f"{UPLOAD_PREFIX}02-real-clip")

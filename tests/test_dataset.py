@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from us8k_lib import audio
+from us8k_lib.dataset import US8KDataset, collate_clips
 from us8k_lib.engine import cache as cache_module
-from us8k_lib.dataset import collate_clips, US8KDataset
-from us8k_lib.engine.cache import ARRAY_NAME, build_cache, cache_key, COMPLETE_NAME, INDEX_NAME
+from us8k_lib.engine.cache import ARRAY_NAME, COMPLETE_NAME, INDEX_NAME, build_cache, cache_key
 from us8k_lib.errors import AudioError
 from us8k_lib.metadata import load_metadata, select_folds
 from us8k_lib.paths import clip_path
@@ -241,7 +241,6 @@ def test_the_resampler_and_the_library_versions_are_in_the_key(small, monkeypatc
 
 def test_a_cache_that_cannot_fit_is_refused_before_formatting(small, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
     from collections import namedtuple
 
     from us8k_lib.errors import DiskSpaceError

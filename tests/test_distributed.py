@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from us8k_lib.runs.checkpoint import load_checkpoint
-from us8k_lib.runs.checkpoint import CHECKPOINT_NAME
 from us8k_lib.crossval import SUMMARY_JSON
 from us8k_lib.engine.distributed import shard
+from us8k_lib.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ddp_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
-    """One uninterrupted DDP training on 2 ranks (tests/ddp_worker.py): its run folder, and each rank's weights in dump/."""
+    """One uninterrupted DDP training on 2 ranks (tests/ddp_worker.py).
+
+    Returns its run folder; each rank's weights are in dump/ beside it."""
     tmp = tmp_path_factory.mktemp("ddp")
     (tmp / "dump").mkdir()
     proc = _torchrun(2, [str(HERE / "ddp_worker.py"), str(tiny_root), str(tmp / "run"), str(tmp / "cache"),

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 import yaml
 from packaging.requirements import Requirement
 
@@ -35,8 +34,8 @@ def _conda_env(path: Path) -> tuple[list[str], dict[str, str], list[str]]:
     conda, pip, options = [], {}, []
     for dep in yaml.safe_load(path.read_text())["dependencies"]:
         if isinstance(dep, dict):
-            for line in dep["pip"]:
-                line = line.split(" #", 1)[0].strip()
+            for entry in dep["pip"]:
+                line = entry.split(" #", 1)[0].strip()
                 if line.startswith("-"):
                     options.append(line)
                 else:
@@ -56,8 +55,8 @@ def _load_tool(name: str) -> ModuleType:
 
 def _constraints() -> dict[str, str]:
     pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in CONSTRAINTS.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             name, version = line.split("==")
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version
@@ -157,7 +156,8 @@ def test_constraints_pin_every_dependency_within_pyproject_ranges() -> None:
         req = Requirement(text)
         key = re.sub(r"[-_.]+", "-", req.name).lower()
         assert key in pins, f"constraints.txt has no pin for {req.name}"
-        assert req.specifier.contains(pins[key], prereleases=True), f"{req.name}=={pins[key]} is outside {req.specifier}"
+        assert req.specifier.contains(pins[key], prereleases=True), \
+            f"{req.name}=={pins[key]} is outside {req.specifier}"
 
 
 def test_every_install_path_uses_the_lock() -> None:

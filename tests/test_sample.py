@@ -17,8 +17,8 @@ import pytest
 from us8k_lib import cli, listen, paths
 from us8k_lib.audio import TARGET_LENGTH, format_clip, read_header, read_wav
 from us8k_lib.dataset import US8KDataset
-from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
 from us8k_lib.datasets.validate import validate_dataset
+from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = paths.sample_root()
@@ -88,17 +88,18 @@ def test_every_clip_decodes_and_formats_for_the_model() -> None:
 
 
 def test_credits_and_licence_name_every_author_and_recording() -> None:
-    credits = _credits()
+    authors = _credits()
     meta = load_metadata(SAMPLE).set_index("slice_file_name")
-    assert sorted(r["slice_file_name"] for r in credits) == sorted(meta.index)
+    assert sorted(r["slice_file_name"] for r in authors) == sorted(meta.index)
     readme = (SAMPLE / "README.md").read_text(encoding="utf-8")
-    for r in credits:
+    for r in authors:
         assert int(r["fsID"]) == meta.at[r["slice_file_name"], "fsID"]
-        assert r["class"] == meta.at[r["slice_file_name"], "class"] and int(r["fold"]) == meta.at[r["slice_file_name"], "fold"]
+        assert r["class"] == meta.at[r["slice_file_name"], "class"]
+        assert int(r["fold"]) == meta.at[r["slice_file_name"], "fold"]
         assert r["freesound_url"] == f"https://freesound.org/people/{r['freesound_user']}/sounds/{r['fsID']}/"
         line = next(ln for ln in readme.splitlines() if r["slice_file_name"] in ln)
         assert r["freesound_user"] in line and r["freesound_url"] in line, line
-    assert len({r["freesound_user"] for r in credits}) == 18  # one author recorded three of the clips
+    assert len({r["freesound_user"] for r in authors}) == 18  # one author recorded three of the clips
     assert "CC BY-NC 3.0" in readme and "https://creativecommons.org/licenses/by-nc/3.0/" in readme
     assert "J. Salamon, C. Jacoby and J. P. Bello" in readme and "A Dataset and Taxonomy for Urban Sound" in readme
 

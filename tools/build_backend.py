@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from setuptools import build_meta as _setuptools
-from setuptools.build_meta import *  # noqa: F401,F403  (the hooks this module does not wrap)
+from setuptools.build_meta import *  # noqa: F403  (the hooks this module does not wrap)
 
 _PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 

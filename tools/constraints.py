@@ -55,7 +55,7 @@ PLATFORMS = {
 #: (pandas/numpy reprs, widget views, figures) depend on. Everything else follows from these.
 LOCKED = (
     "torch", "torchaudio", "numpy", "pandas", "matplotlib", "ipywidgets", "jupyterlab", "tqdm", "soundfile",
-    "pytest", "pytest-xdist", "execnet", "nbval", "playwright",
+    "pytest", "pytest-xdist", "execnet", "nbval", "ruff", "playwright",
     "ipykernel", "ipython", "jupyterlab_widgets", "widgetsnbextension", "comm", "traitlets", "matplotlib-inline",
     "pillow", "contourpy", "kiwisolver", "fonttools", "pyparsing", "cycler", "python-dateutil", "pytz", "tzdata",
     "cffi", "nbformat", "nbclient", "jupyter_client", "jupyter_core", "jupyter_server", "jupyterlab_server",
@@ -105,8 +105,8 @@ def _resolve(reqs: list[str], python: str, platforms: list[str], no_deps: bool,
 def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
     """Return the pins of a constraints file (normalised name -> exact version)."""
     pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
             pins[_key(name)] = version.strip()

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from us8k_lib.datasets.layout import metadata_path, normalize_root
 from us8k_lib.errors import DatasetNotFoundError, MetadataError
 from us8k_lib.folds import FOLDS
-from us8k_lib.datasets.layout import METADATA_RELPATH, normalize_root
 
 #: The 10 class names; the index is the ``classID``.
 CLASSES: tuple[str, ...] = (
@@ -50,7 +50,9 @@ _DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def reference_metadata_path() -> Path:
-    """Return the path of the original UrbanSound8K.csv shipped in the package. Used by notebook 1."""
+    """Return the path of the original UrbanSound8K.csv shipped in the package.
+
+    Used by :func:`load_metadata` (notebook 1) and the mini dataset's generator."""
     return _DATA_DIR / "UrbanSound8K.csv"
 
 
@@ -123,7 +125,7 @@ def select_folds(df: pd.DataFrame, folds: int | Iterable[int]) -> pd.DataFrame:
 
     Raises:
         ValueError: if no fold is given or one is not an integer in 1..10.
-    Used by notebooks 1, 3 and 5.
+    Used by :class:`us8k_lib.dataset.US8KDataset` (notebooks 3 and 5).
     """
     wanted = [folds] if isinstance(folds, (int, np.integer)) else list(folds)
     if not wanted or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f not in FOLDS
@@ -240,7 +242,7 @@ def _metadata_file(source: str | Path | None) -> Path:
         return reference_metadata_path()
     path = Path(source).expanduser()
     if path.is_dir():
-        return normalize_root(path) / METADATA_RELPATH
+        return metadata_path(normalize_root(path))
     if not path.exists():
         raise DatasetNotFoundError(f"{path}: no such metadata file or dataset folder")
     return path

@@ -6,7 +6,8 @@ the exact real layout (``UrbanSound8K/metadata/UrbanSound8K.csv``, ``UrbanSound8
 * **Rows** are a real subset of the shipped original CSV (file names, fsIDs, folds, start/end,
   salience), copied byte for byte, picked recording by recording so that a recording's slices stay
   together in its fold, as in the real data.
-* **Audio** is synthesized for each row's duration (``end - start``) by :mod:`us8k_lib.datasets.synth`. Each class has its own
+* **Audio** is synthesized for each row's duration (``end - start``) by :mod:`us8k_lib.datasets.synth`. Each class
+has its own
   synthesizer with a recognisable signature (a siren's pitch sweep, a jackhammer's rapid hits, an
   idling engine's low pulsing, ...), varied per recording and per slice in pitch, timing and
   loudness, over a background noise bed; salience 2 rows have the foreground quieter than the
@@ -28,8 +29,8 @@ import shutil
 import struct
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -39,8 +40,6 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from us8k_lib.errors import US8KError
-from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
 from us8k_lib.datasets.layout import DATASET_DIRNAME, MARKER_NAME, METADATA_RELPATH, read_marker
 from us8k_lib.datasets.synth import (  # noqa: F401 - synthesize and the synthesizers are used through this module too
     _STREAM_FORCE,
@@ -54,11 +53,14 @@ from us8k_lib.datasets.synth import (  # noqa: F401 - synthesize and the synthes
     _rng,
     synthesize,
 )
+from us8k_lib.errors import US8KError
+from us8k_lib.folds import DEFAULT_TEST_FOLD, FOLDS
+from us8k_lib.metadata import CLASSES, load_metadata, reference_metadata_path
 
 #: Bumped whenever the synthesis or selection changes, so an old dataset is not taken for a new one.
 GENERATOR_VERSION = 2
 #: The fold the sizes give more clips to: the tutorial's test fold.
-TEST_FOLD = 10
+TEST_FOLD = DEFAULT_TEST_FOLD
 
 _TMP_PREFIX = f".{DATASET_DIRNAME}.tmp-"
 _OLD_PREFIX = f".{DATASET_DIRNAME}.old-"
@@ -185,10 +187,10 @@ def select_rows(seed: int = 0, size: str = "mini", metadata: pd.DataFrame | None
     usable = df[df["fsID"].map(folds_per_recording) == 1]
     usable = usable.join(_name_parts(usable["slice_file_name"])[["occurrence", "slice"]])
     chosen: list[int] = []
-    for (class_id, fold), group in usable.groupby(["classID", "fold"], sort=True):
+    for (class_id, fold), unsorted in usable.groupby(["classID", "fold"], sort=True):
         want = spec.per_class_test if fold == TEST_FOLD else spec.per_class_fold
         rng = _rng(seed, _STREAM_SELECT, class_id, fold)
-        group = group.sort_values(["fsID", "occurrence", "start", "slice"])
+        group = unsorted.sort_values(["fsID", "occurrence", "start", "slice"])
         recordings = [list(g.index) for _, g in group.groupby("fsID", sort=True)]
         order = rng.permutation(len(recordings))
         counts = np.zeros(len(recordings), dtype=int)
@@ -215,7 +217,7 @@ def select_rows(seed: int = 0, size: str = "mini", metadata: pd.DataFrame | None
                             f"size {size!r} needs {want}")
         chosen += picked
     found = {(c, f) for c, f in usable.loc[chosen, ["classID", "fold"]].itertuples(index=False)}
-    missing = [(c, f) for c in range(len(CLASSES)) for f in range(1, 11) if (c, f) not in found]
+    missing = [(c, f) for c in range(len(CLASSES)) for f in FOLDS if (c, f) not in found]
     if missing:
         raise US8KError(f"the metadata has no usable rows for (classID, fold) {missing[:5]}")
     return df.loc[sorted(chosen)].reset_index(drop=True)
@@ -257,7 +259,7 @@ def plan_mini(seed: int = 0, size: str = "mini") -> pd.DataFrame:
         The rows of :func:`select_rows` plus ``format`` (index into :data:`FORMATS`),
         ``format_label``, ``samplerate``, ``channels`` and ``frames`` (``round((end - start) *
         samplerate)``; ADPCM files are longer by up to one block, see :func:`make_mini`).
-        Used by notebook 1 and the ``make-mini`` summary.
+        Used by the ``make-mini`` summary.
     """
     rows = select_rows(seed, size)
     fmt = assign_formats(rows["fsID"].tolist(), seed)
@@ -380,7 +382,7 @@ def _write_dataset(folder: Path, plan: pd.DataFrame, seed: int, size: str, progr
     header, lines = _csv_lines()
     (folder / METADATA_RELPATH.parent).mkdir(parents=True)
     (folder / METADATA_RELPATH).write_bytes(header + b"".join(lines[name] for name in plan["slice_file_name"]))
-    for fold in range(1, 11):
+    for fold in FOLDS:
         (folder / "audio" / f"fold{fold}").mkdir(parents=True)
     records = plan.to_dict("records")
     bar = tqdm(total=len(records), desc=f"make-mini ({size})", unit="clip", disable=not progress)
@@ -486,7 +488,7 @@ def make_mini(root: str | Path, *, seed: int = 0, size: str = "mini", overwrite:
         ``root/UrbanSound8K`` (resolved), holding ``metadata/UrbanSound8K.csv``,
         ``audio/fold1..10/*.wav`` and ``MINI_DATASET.txt``. Clip lengths are the rows'
         ``end - start`` rounded to whole samples; ADPCM files are padded with silence to a whole
-        block (< 0.1 s). Used by notebook 1 and by ``paths.resolve_root``.
+        block (< 0.1 s). Used by :func:`us8k_lib.paths.resolve_root` (every notebook) and the tests.
 
     Raises:
         US8KError: unknown size, negative seed, ``root/UrbanSound8K`` holds a different mini

@@ -610,7 +610,7 @@ def synthesize(class_name: str, seconds: float = 4.0, *, samplerate: int = 22050
         recording: a recording number; clips of the same recording share source and background.
 
     Returns:
-        float32 array (frames, channels) in [-1, 1]. Used by notebook 2 to hear each class.
+        float32 array (frames, channels) in [-1, 1]. Used by :func:`us8k_lib.datasets.mini.make_mini`.
     """
     if class_name not in CLASSES:
         raise US8KError(f"unknown class {class_name!r}: choose one of {', '.join(CLASSES)}")

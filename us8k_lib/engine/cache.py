@@ -36,8 +36,8 @@ import sys
 import time
 import uuid
 import weakref
-from contextlib import closing, contextmanager
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ def default_cache_dir() -> Path:
     """Return the folder caches go into by default: ``<project data dir>/cache``.
 
     It is outside the dataset folder, so a read-only dataset (e.g. a shared download) works.
-    Used by notebook 3.
+    Used by :func:`build_cache`.
     """
     return project_data_dir() / "cache"
 
@@ -115,8 +115,8 @@ def cache_key(root: str | Path, df: pd.DataFrame, *, sr: int = audio.TARGET_SR,
     It hashes the resolved dataset folder, every clip's fold, name, size and mtime_ns (a missing
     file counts as size -1, so it cannot match a cache built while it existed), ``sr``,
     ``length``, and :func:`formatting_recipe`: :data:`FORMAT_VERSION`, the resampling filter
-    (``audio.RESAMPLING``) and the versions of the libraries that decode and resample. Used by
-    notebook 3.
+    (``audio.RESAMPLING``) and the versions of the libraries that decode and resample. Used by :func:`build_cache`
+    and the runs' dataset identity.
     """
     root = Path(root).resolve()
     rows = _clip_list(df)
@@ -149,7 +149,8 @@ class FormattedCache:
 
     ``array`` memory-maps the file for looking at it; :meth:`read_rows`, which the Dataset uses,
     copies rows straight from the file. Files and maps are opened lazily, once per process, and
-    pickling drops them, so DataLoader worker processes open their own. Used by notebook 3.
+    pickling drops them, so DataLoader worker processes open their own. What :class:`us8k_lib.dataset.US8KDataset`
+    reads from (``dataset.cache``, notebook 3).
     """
 
     path: Path
@@ -221,7 +222,8 @@ class FormattedCache:
             raise IndexError(f"row out of range for a cache of {len(self)} rows")
         if out is None:
             out = torch.empty((n, length), dtype=torch.float32)
-        if out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous() or out.numel() != n * length:
+        if (out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous()
+                or out.numel() != n * length):
             raise ValueError(f"out must be a contiguous float32 CPU tensor of {n * length} elements")
         if not _HAVE_PREADV:  # e.g. Windows: gather from the memory map instead
             np.take(self.array, rows, axis=0, out=out.numpy().reshape(n, length))
@@ -390,7 +392,8 @@ def _init_worker_process() -> None:
     torch.set_num_threads(1)
 
 
-def _formatted(paths: list[str], sr: int, length: int, workers: int) -> Generator[tuple[bool, np.ndarray | str], None, None]:
+def _formatted(paths: list[str], sr: int, length: int,
+               workers: int) -> Generator[tuple[bool, np.ndarray | str], None, None]:
     """Yield _format_task results in input order, running ``workers`` clips at a time."""
     if workers <= 1 or len(paths) < 2 * workers:
         with _torch_threads(1):
@@ -475,7 +478,8 @@ def _build(folder: Path, key: str, root: Path, rows: pd.DataFrame, sr: int, leng
             "rows": {c: rows[c].tolist() for c in rows.columns}, "skipped": skipped,
         }
         index_bytes = json.dumps(index).encode()
-        for name, data in ((INDEX_NAME, index_bytes), (COMPLETE_NAME, hashlib.sha256(index_bytes).hexdigest().encode())):
+        seal = hashlib.sha256(index_bytes).hexdigest().encode()
+        for name, data in ((INDEX_NAME, index_bytes), (COMPLETE_NAME, seal)):
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -527,7 +531,7 @@ def build_cache(root: str | Path, df: pd.DataFrame, *, cache_dir: str | Path | N
         AudioError: a clip cannot be formatted and ``skip_bad`` is False (also when a cache built
             with ``skip_bad=True`` holds skipped clips).
 
-    Used by notebook 3.
+    Used by notebook 7, :class:`us8k_lib.dataset.US8KDataset` (notebook 3) and every training run.
     """
     root = normalize_root(root)
     rows = _clip_list(df)
