@@ -41,6 +41,11 @@ def output_texts(output: dict) -> list[str]:
     return texts
 
 
+def shows_source(output: dict) -> bool:
+    """True for an output that displays the package's own code (``us8k_lib.source.show``)."""
+    return "us8k_lib.source" in output.get("metadata", {})
+
+
 def code_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
@@ -70,6 +75,8 @@ def test_every_code_cell_was_executed_in_order(path):
 def test_no_output_shows_an_error_a_warning_or_stderr(path):
     for i, cell in enumerate(code_cells(load(path))):
         for output in cell["outputs"]:
+            if shows_source(output):  # the package's code, shown as text: its "raise ValueError" is no error
+                continue
             assert output["output_type"] != "error", f"{path.name} code cell {i}: error output"
             assert output.get("name") != "stderr", f"{path.name} code cell {i}: stderr output {output.get('text')}"
             for text in output_texts(output):
@@ -85,7 +92,7 @@ def test_no_output_or_widget_shows_a_machine_path(path):
             for text in output_texts(output):
                 found = MACHINE_PATH.search(text)
                 assert not found, f"{path.name} code cell {i}: machine path {found.group(0)!r} in {text[:300]}"
-    for model_id, model in widget_states(nb).items():
+    for model in widget_states(nb).values():
         state = {k: v for k, v in model.get("state", {}).items() if isinstance(v, str)}
         for key, value in state.items():
             found = MACHINE_PATH.search(value)
@@ -135,17 +142,24 @@ def test_widget_notebooks_saved_their_widget_state():
         assert "AudioModel" in models, f"{stem}: no saved audio player"
 
 
+def settings_cell(nb: dict) -> dict:
+    """The code cell that chooses the notebook's settings (the one after the install cell)."""
+    found = [c for c in code_cells(nb) if 'SETTINGS = os.environ.get("US8K_NOTEBOOK_SETTINGS", "auto")' in source(c)]
+    assert len(found) == 1, "no single settings cell"
+    return found[0]
+
+
 def assert_sizes_are_named(settings_cell: dict, names: tuple[str, ...]) -> None:
-    """Each size a learner scales is a named variable set in the notebook's first code cell."""
+    """Each size a learner scales is a named variable set in the notebook's settings cell."""
     settings = source(settings_cell)
     for name in names:
-        assert re.search(rf"^{name} = ", settings, re.M), f"{name} is not set in the first code cell"
+        assert re.search(rf"^(\w+, )*{name}( = |, )", settings, re.M), f"{name} is not set in the settings cell"
 
 
 def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
     nb = load(NOTEBOOKS_DIR / "05-train-and-test.ipynb")
     cells = code_cells(nb)
-    assert_sizes_are_named(cells[0], ("EPOCHS", "BATCH_SIZE", "WIDTH", "TEST_FOLD", "MIN_TEST_ACCURACY"))
+    assert_sizes_are_named(settings_cell(nb), ("EPOCHS", "BATCH_SIZE", "WIDTH", "TEST_FOLD", "MIN_TEST_ACCURACY"))
     everything = "\n".join(source(c) for c in cells)
     # the threshold is checked where it was calibrated (the generated mini dataset, small settings)
     assert re.search(r"use\.check\(accuracy >= MIN_TEST_ACCURACY", everything)
@@ -157,7 +171,7 @@ def test_training_notebook_names_its_sizes_and_asserts_its_accuracy():
 def test_evaluation_notebook_names_its_sizes_and_keeps_the_protocol():
     nb = load(NOTEBOOKS_DIR / "06-evaluate-like-a-paper.ipynb")
     cells = code_cells(nb)
-    assert_sizes_are_named(cells[0], ("MODEL", "FOLDS", "EPOCHS", "WIDTH"))
+    assert_sizes_are_named(settings_cell(nb), ("MODEL", "FOLDS", "EPOCHS", "WIDTH"))
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and "mean_best_on_test" in everything
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
@@ -187,8 +201,9 @@ def test_nbval_markers_stand_alone_on_their_line(path):
 
 
 def test_augmentation_notebook_names_its_sizes_and_checks_that_every_setting_learned():
-    cells = code_cells(load(NOTEBOOKS_DIR / "07-augment.ipynb"))
-    assert_sizes_are_named(cells[0], ("FOLDS", "EPOCHS", "WIDTH", "COMPARE", "SEED"))
+    nb = load(NOTEBOOKS_DIR / "07-augment.ipynb")
+    cells = code_cells(nb)
+    assert_sizes_are_named(settings_cell(nb), ("FOLDS", "EPOCHS", "WIDTH", "COMPARE", "SEED"))
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and re.search(r"use\.check\(worst >= ", everything)
 
@@ -196,8 +211,8 @@ def test_augmentation_notebook_names_its_sizes_and_checks_that_every_setting_lea
 def test_front_end_notebook_compares_both_models_on_the_same_folds_and_cites_its_sources():
     nb = load(NOTEBOOKS_DIR / "08-raw-or-spectrogram.ipynb")
     cells = code_cells(nb)
-    assert_sizes_are_named(cells[0], ("MODELS", "FOLDS", "EPOCHS", "WIDTH", "BATCH_SIZE", "LR", "SEED"))
-    assert re.search(r'^MODELS = \["m5", "logmel"\]', source(cells[0]), re.M)
+    assert_sizes_are_named(settings_cell(nb), ("MODELS", "FOLDS", "EPOCHS", "WIDTH", "BATCH_SIZE", "LR", "SEED"))
+    assert re.search(r'^MODELS = \["m5", "logmel"\]', source(settings_cell(nb)), re.M)
     everything = "\n".join(source(c) for c in cells)
     assert "crossval.crossval(" in everything and "comparison_table(" in everything
     assert "comparison_verdict(" in everything and re.search(r"use\.check\(worst >= ", everything)
@@ -208,23 +223,63 @@ def test_front_end_notebook_compares_both_models_on_the_same_folds_and_cites_its
     assert "torchrun" in markdown and "--model m5,logmel" in markdown
 
 
-
 TRAINING_NOTEBOOKS = ["05-train-and-test", "06-evaluate-like-a-paper", "07-augment", "08-raw-or-spectrogram"]
 
 
 @pytest.mark.parametrize("stem", TRAINING_NOTEBOOKS)
-def test_training_notebook_chooses_its_settings_in_the_open(stem):
-    # a learner sees which set of sizes applies and how to change it, in the first code cell
-    settings = source(code_cells(load(NOTEBOOKS_DIR / f"{stem}.ipynb"))[0])
-    assert 'SETTINGS = os.environ.get("US8K_NOTEBOOK_SETTINGS", "auto")' in settings
-    assert "settings.choose(SETTINGS, root" in settings and "use.report(" in settings
-    assert re.search(r"^EPOCHS = use\.pick\(small=\d+, full=30", settings, re.M), "EPOCHS needs a small and a full value"
+def test_training_notebook_takes_its_sizes_from_the_library_table(stem):
+    """The settings cell chooses the set in the open and takes every size from the package's one
+    table (no size written in the notebook), and what it printed is the table's small set."""
+    from us8k_lib import settings as table
+
+    nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
+    cell = settings_cell(nb)
+    text = source(cell)
+    number = int(stem[:2])
+    assert "settings.choose(SETTINGS, root, gpu=" in text and f"notebook={number})" in text and "use.report(" in text
+    for size in table.sizes_for("small", number):
+        assert re.search(rf'use\.sizes\["{size}"\]', text), f"{stem}: {size} does not come from use.sizes"
+    assert "use.pick(" not in text
+    printed = "".join("".join(o.get("text", "")) for o in cell["outputs"])
+    shown = ", ".join(f"{k.upper()} = {v!r}" for k, v in table.sizes_for("small", number).items())
+    assert "Settings: small." in printed and shown in printed, f"{stem}: the committed sizes are not the table's"
 
 
-@pytest.mark.parametrize("stem", ["04-define-m5", "05-train-and-test", "06-evaluate-like-a-paper", "08-raw-or-spectrogram"])
+@pytest.mark.parametrize("stem",
+                         ["04-define-m5", "05-train-and-test", "06-evaluate-like-a-paper", "08-raw-or-spectrogram"])
 def test_published_numbers_are_quoted_as_read_with_their_protocol(stem):
     nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     for vague in ("unverified", "see the paper", "often quoted", "we did not read"):
         assert vague not in markdown.lower(), f"{stem}: {vague!r}"
     assert "63.42" in markdown and "100–400" in markdown, f"{stem}: Dai et al.'s M5 figure or its epochs missing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_opens_on_colab_and_kaggle_from_the_one_address(path):
+    """The badges under the title and the install cell that opens every notebook are made from
+    us8k_lib.hosted.REPOSITORY (``python tools/hosted_links.py`` writes them)."""
+    from us8k_lib import hosted
+
+    nb = load(path)
+    assert hosted.badges(path.name) in "".join(nb["cells"][0]["source"])
+    first = code_cells(nb)[0]
+    assert source(first) == hosted.first_cell()
+    printed = "".join("".join(o.get("text", "")) for o in first["outputs"])
+    assert printed.startswith("Not on Colab or Kaggle: nothing to install")  # never pip on a learner's machine
+
+
+@pytest.mark.parametrize(("stem", "shown"), [
+    ("03-format-the-data", ["def __len__(self)", "def __getitem__(self, i: int)"]),
+    ("04-define-m5", ["class M5(nn.Module):", "nn.Conv1d(", "nn.BatchNorm1d(", "nn.MaxPool1d(", "nn.Linear(",
+                      "def forward(self"]),
+    ("05-train-and-test", ["optimizer.zero_grad(", "loss.backward()", "optimizer.step()", "scheduler.step()",
+                           "model.train()", "model.eval()", "torch.no_grad()"]),
+])
+def test_the_pytorch_a_notebook_teaches_is_on_its_page(stem, shown):
+    """What a learner came to learn is on the page: in a code cell, or in the package's own source
+    shown by the notebook (not a copy), as the committed output holds it."""
+    nb = load(NOTEBOOKS_DIR / f"{stem}.ipynb")
+    page = "\n".join(source(c) for c in code_cells(nb))
+    page += "\n".join("".join(o["data"]["text/plain"]) for c in code_cells(nb) for o in c["outputs"] if shows_source(o))
+    assert [s for s in shown if s not in page] == []
