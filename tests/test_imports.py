@@ -79,7 +79,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_cycle_finder_finds_late_and_indirect_cycles() -> None:
     late = project_imports("import os\ndef f():\n    from us8k_lib.datasets.mini import make_mini\n")
     assert late == {"datasets.mini"}
-    assert project_imports("from us8k_lib import audio, errors\nimport us8k_lib.paths\n") == {"audio", "errors", "paths"}
+    found = project_imports("from us8k_lib import audio, errors\nimport us8k_lib.paths\n")
+    assert found == {"audio", "errors", "paths"}
     assert project_imports("from us8k_lib.runs import files\n") == {"runs", "runs.files"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None

@@ -28,11 +28,12 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     ("cites an issue as #N", re.compile(r"(?<![\w&/#])#\d{1,4}(?![\w])")),
     ("says a machine was lent", re.compile(r"\blent\b", re.IGNORECASE)),
     ("points at notes the reader lacks", re.compile(r"\breference notes\b", re.IGNORECASE)),
-    ("reports what was not done", re.compile(r"\bwe (?:did not|didn't|have not|haven't) (?:read|check)", re.IGNORECASE)),
+    ("reports what was not done",
+     re.compile(r"\bwe (?:did not|didn't|have not|haven't) (?:read|check)", re.IGNORECASE)),
 ]
 
-#: A Binder or Jupyter session is the reader's own, not the project's history.
-SESSION_OK = re.compile(r"\b(?:Binder|Jupyter|JupyterLab|kernel|browser)\b", re.IGNORECASE)
+#: A Binder, Jupyter, Colab or Kaggle session is the reader's own, not the project's history.
+SESSION_OK = re.compile(r"\b(?:Binder|Jupyter|JupyterLab|kernel|browser|Colab|Kaggle)\b", re.IGNORECASE)
 
 
 def problems_in_line(line: str) -> list[str]:

@@ -8,8 +8,9 @@ By notebook (a module serves the later notebooks too):
 2. listen to clips: ``listen`` (players and the clip browser), ``plots``.
 3. format the data: ``audio`` (decode, mono, 8 kHz, 4 s; torchaudio loaded by ``_compat``),
    ``dataset`` (the PyTorch ``Dataset``).
-4. define M5: ``model`` (M5 written out, its deeper siblings, the layer table), ``model_input``
-   (the input rule every model shares), ``logmel`` (the log-mel CNN, also notebook 8).
+4. define M5: ``model`` (M5 written out, its deeper siblings), ``layers`` (the layer-by-layer
+   tables), ``model_input`` (the input rule every model shares), ``logmel`` (the log-mel CNN,
+   also notebook 8).
 5. train and test: ``train`` (the optimizer step, the epoch, the optimizer and schedule),
    ``evaluate`` (accuracy, per class, confusion), ``devices`` (GPU or CPU), ``recipe`` (the
    settings that decide a run), ``settings`` (the sizes each training notebook uses),
@@ -18,7 +19,9 @@ By notebook (a module serves the later notebooks too):
 7. augment: ``augment`` (the augmentations, on the training device) and ``augment_settings``.
 8. raw waveform or spectrogram: ``logmel``, ``crossval``.
 
-``errors`` holds the errors every module raises on bad input.
+``errors`` holds the errors every module raises on bad input; ``hosted`` makes every notebook's
+first cell work on Colab and Kaggle; ``source`` shows this package's code on a notebook's page
+(the PyTorch a notebook teaches, never a copy).
 
 The sub-packages are machinery a learner never needs to open: ``engine`` (``fit``, the whole run,
 and what it stands on: the formatting cache, batches, torchrun), ``runs`` (run folders,
