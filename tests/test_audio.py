@@ -17,10 +17,8 @@ from us8k_lib.audio import (
     MAX_FLOAT_PEAK,
     TARGET_LENGTH,
     TARGET_SR,
-    compute_format_table,
     compute_spectrogram,
     format_clip,
-    format_summary,
     naive_decimate,
     pad_or_crop,
     read_header,
@@ -30,6 +28,7 @@ from us8k_lib.audio import (
     wav_bytes,
 )
 from us8k_lib.errors import AudioError
+from us8k_lib.formats import compute_format_table, format_summary
 
 # ---------------------------------------------------------------------------------------------
 # The known signal: every channel has a 440 Hz tone with its own phase plus its own second tone,

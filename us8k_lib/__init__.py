@@ -4,7 +4,8 @@ The top-level modules are what the notebooks teach: read them beside the noteboo
 By notebook (a module serves the later notebooks too):
 
 1. explore the metadata: ``metadata`` (the CSV, its classes and leakage check), ``folds`` (the
-   official folds and the role each plays in a run), ``paths`` (which dataset is in use).
+   official folds and the role each plays in a run), ``paths`` (which dataset is in use),
+   ``formats`` (the audio formats the files are in).
 2. listen to clips: ``listen`` (players and the clip browser), ``plots``.
 3. format the data: ``audio`` (decode, mono, 8 kHz, 4 s; torchaudio loaded by ``_compat``),
    ``dataset`` (the PyTorch ``Dataset``).

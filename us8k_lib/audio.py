@@ -14,16 +14,13 @@ import io
 import math
 import os
 import stat
-from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import soundfile as sf
 import torch
-from tqdm.auto import tqdm
 
 from us8k_lib._compat import require_torchaudio
 from us8k_lib.errors import AudioError
@@ -42,8 +39,6 @@ __all__ = [
     "format_clip",
     "naive_decimate",
     "read_header",
-    "compute_format_table",
-    "format_summary",
     "wav_bytes",
     "compute_spectrogram",
 ]
@@ -465,7 +460,7 @@ def naive_decimate(x: np.ndarray, factor: int = 5) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Headers: the formats present in a dataset
+# Headers: a file's format without its samples
 # --------------------------------------------------------------------------------------------
 
 
@@ -493,7 +488,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     Raises:
         AudioError: as :func:`read_wav`, for every problem visible without decoding.
 
-    Used by :func:`compute_format_table` (notebook 1), notebook 3 and ``validate``.
+    Used by :func:`us8k_lib.formats.compute_format_table` (notebook 1), notebook 3 and ``validate``.
     """
     path = _check_wav(path)
     try:
@@ -516,69 +511,6 @@ def read_header(path: str | Path) -> dict[str, Any]:
         "size": path.stat().st_size,
         "description": _describe(info.format, info.subtype, bits, info.channels, info.samplerate),
     }
-
-
-_HEADER_COLUMNS = (
-    "path", "file", "samplerate", "channels", "frames", "duration",
-    "format", "subtype", "bits", "is_float", "size", "description",
-)
-
-
-def compute_format_table(
-    paths: Iterable[str | Path], *, skip_bad: bool = False, progress: bool = True
-) -> pd.DataFrame:
-    """Tabulate the header of every file (see :func:`read_header`), one row per path, in order.
-
-    Args:
-        paths: WAV files.
-        skip_bad: instead of raising on the first bad file, give it a row whose ``problem``
-            column says what is wrong (the other columns empty).
-        progress: show a tqdm progress bar.
-
-    Returns:
-        DataFrame with the :func:`read_header` keys as columns (plus ``problem`` when
-        ``skip_bad``); ``bits`` is a nullable integer column.
-
-    Raises:
-        AudioError: for the first bad file, unless ``skip_bad``.
-
-    Used by notebook 1.
-    """
-    paths = list(paths)
-    rows = []
-    for p in tqdm(paths, desc="reading WAV headers", unit="file", disable=not progress):
-        if not skip_bad:
-            rows.append(read_header(p))
-            continue
-        try:
-            rows.append({**read_header(p), "problem": None})
-        except AudioError as e:
-            rows.append({"path": str(p), "file": Path(p).name, "problem": e.problem})
-    columns = list(_HEADER_COLUMNS) + (["problem"] if skip_bad else [])
-    table = pd.DataFrame(rows, columns=columns)
-    table["bits"] = table["bits"].astype("Int64")
-    for col in ("samplerate", "channels", "frames", "size"):
-        if skip_bad:
-            table[col] = table[col].astype("Int64")
-        else:
-            table[col] = table[col].astype("int64")
-    return table
-
-
-def format_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Count the files of each format in a :func:`compute_format_table` result.
-
-    Returns:
-        DataFrame indexed by ``description`` with ``files`` and ``share`` (% of readable files),
-        most common first.
-
-    Used by notebook 1.
-    """
-    ok = table[table["problem"].isna()] if "problem" in table.columns else table
-    counts = ok["description"].value_counts()
-    # ties in alphabetical order, so the table is the same whatever pandas' sort does with ties
-    counts = counts.sort_index().sort_values(ascending=False, kind="stable")
-    return pd.DataFrame({"files": counts, "share": (100.0 * counts / max(len(ok), 1)).round(1)})
 
 
 # --------------------------------------------------------------------------------------------
