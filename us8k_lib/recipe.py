@@ -74,25 +74,21 @@ class TrainConfig:
         epochs: passes over the training folds.
         batch_size: clips per optimizer step (under torchrun DDP: over all ranks together).
         lr: peak learning rate (``onecycle``/``cosine``) or starting learning rate (``step``,
-            ``constant``). 1e-3 at batch 128: on the medium mini dataset (30 epochs) it reported
-            the best test accuracy at the epoch validation chose, and its validation curve was
-            the smoothest of 1e-3, 3e-3 and 1e-2 (docs/recipe.md).
+            ``constant``); docs/recipe.md says why 1e-3 and what it was measured against.
         optimizer: ``"adamw"``: Adam with decoupled weight decay (Loshchilov & Hutter, ICLR 2019)
             on the convolution and linear weights only, none on biases and BatchNorm parameters
             (as nanoGPT's ``configure_optimizers`` and timm's parameter groups do); ``"adam"``:
             the original tutorial's Adam with an L2 penalty added to every parameter's gradient.
         weight_decay: AdamW's decoupled decay per step (times the learning rate), or Adam's L2
-            coefficient. 0.01 (PyTorch's AdamW default): on the mini dataset (3 folds) it matched
-            the tutorial's Adam with L2 1e-4 (0.933 mean test accuracy both), where 0.05 lost 0.04.
+            coefficient; 0.01 is PyTorch's AdamW default (docs/recipe.md compares it).
         scheduler: ``"onecycle"`` (warm up for a quarter of the steps, then cosine decay, stepped
             every batch), ``"cosine"`` (every batch), ``"step"`` (multiply by ``gamma`` every
             ``step_size`` epochs, stepped after each epoch, as the tutorial meant to), ``"constant"``.
         step_size, gamma: the ``step`` schedule's period (epochs) and factor (the tutorial's 20, 0.1).
         seed: seeds the weights, the order of every epoch and the augmentation.
         amp: bf16 autocast where the hardware runs it natively (CUDA with bf16, CPUs with
-            AVX512-BF16/AMX). Off by default: on an H200 it was faster only for M3 (1.15x) and
-            0.87-1.00x of fp32 with TF32 convolutions for the rest of the family (docs/performance.md), and on a
-            CPU without native bf16 it is about 5x slower.
+            AVX512-BF16/AMX). Off by default: it was not faster than fp32 with TF32 convolutions
+            for most of the family on a GPU (the figures are in docs/performance.md).
         workers: DataLoader worker processes; None: 0 on a CPU, up to 4 on a GPU. Does not change
             the numbers (tested).
         data: ``"auto"``, ``"loader"`` or ``"device"``: serve batches from the cache file through

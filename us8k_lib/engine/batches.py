@@ -2,11 +2,11 @@
 cache file through a DataLoader, or from a copy of the cache kept in the training device's memory.
 
 **The order.** :class:`EpochSampler` shuffles the training clips with a generator seeded from
-``(run seed, epoch)`` and nothing else (as ``DistributedSampler`` does with ``set_epoch``). A
-DataLoader's own ``shuffle=True`` draws from one generator that carries over from epoch to epoch
-*and* gives its worker processes their seeds from that generator when they start, so the order
-used to depend on the number of workers and on whether a run had been resumed. Now an epoch's
-batches are the same whatever the workers, the resumes, or the way they are served.
+``(run seed, epoch)`` and nothing else (as ``DistributedSampler`` does with ``set_epoch``), so
+an epoch's batches are the same whatever the number of workers, however often the run was
+resumed, and however they are served. A DataLoader's own ``shuffle=True`` would not give that: it
+draws from one generator that carries over from epoch to epoch *and* seeds its worker processes
+from it when they start, so its order depends on the workers and on where a run resumed.
 
 **Two ways to serve them**, one order:
 
