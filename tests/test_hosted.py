@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -68,13 +69,42 @@ def test_the_install_is_the_packages_own_pins_with_the_lock_and_no_notebook_serv
 def test_setup_on_a_platform_runs_the_install_once_and_reports_it(on, where, capsys) -> None:
     on(where)
     calls = []
-    hosted.setup(run=calls.append)
+    hosted.setup(run=calls.append, check_gpu=lambda: None)
     assert calls == [hosted.install_command()]
     out = capsys.readouterr().out
     assert out.startswith(f"On {where.title()}: installed the pinned dependencies in ")
     import torch
 
     assert f"torch {torch.__version__.split('+')[0]}" in out
+
+
+def test_a_gpu_the_installed_torch_cannot_use_is_reported_not_hidden(on, monkeypatch, capsys) -> None:
+    on("colab")
+    hosted.setup(run=lambda command: None, check_gpu=lambda: "the driver is too old")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("On Colab: installed") and lines[1] == "Warning: the driver is too old."
+    hosted.setup(run=lambda command: None, check_gpu=lambda: None)
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("nvidia_smi", "probe", "says"), [
+    (None, "", None),  # no NVIDIA GPU: nothing to ask
+    ("/usr/bin/nvidia-smi", "True 13.0", None),
+    ("/usr/bin/nvidia-smi", "False 13.0", "built for CUDA 13.0"),
+    ("/usr/bin/nvidia-smi", "", "built for CUDA unknown"),  # torch did not even import
+])
+def test_whether_torch_can_use_the_gpu_is_asked_in_a_fresh_process(nvidia_smi, probe, says, monkeypatch) -> None:
+    asked = []
+
+    def fake_run(command, **kwargs):
+        asked.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout=probe + "\n", stderr="")
+
+    monkeypatch.setattr(hosted.shutil, "which", lambda name: nvidia_smi if name == "nvidia-smi" else None)
+    monkeypatch.setattr(hosted.subprocess, "run", fake_run)
+    problem = hosted.gpu_unreachable()
+    assert (problem is None) == (says is None) and (says is None or says in problem)
+    assert [c[0] for c in asked] == ([] if nvidia_smi is None else [sys.executable])
 
 
 @pytest.mark.parametrize(("where", "menu"), [("colab", "Runtime > Restart session"),
@@ -85,7 +115,7 @@ def test_a_module_replaced_under_the_kernel_asks_for_a_restart(on, where, menu, 
     on(where)
     monkeypatch.setattr(tqdm, "__version__", "0.0.1")  # what the kernel loaded before the install replaced it
     with pytest.raises(hosted.RestartNeeded, match=rf"replaced tqdm, already loaded.*{menu.replace('>', '.')}"):
-        hosted.setup(run=lambda command: None)
+        hosted.setup(run=lambda command: None, check_gpu=lambda: None)
 
 
 def test_gpu_advice_only_where_a_gpu_can_be_switched_on_and_is_off(on) -> None:

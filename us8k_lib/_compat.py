@@ -55,8 +55,8 @@ def explain_torchaudio_failure(exc: BaseException) -> str:
         tested, repair = "the pair pinned in pyproject.toml", 'pip install -c constraints.txt -e ".[dev]"'
     return (
         f"torchaudio {audio_v} cannot be loaded beside torch {torch_v} ({type(exc).__name__}: {detail}).\n"
-        f"us8k-lib was tested with {tested}; a torchaudio wheel does not load beside every torch its metadata "
-        f"accepts.\n"
+        f"us8k-lib was tested with {tested}; a torchaudio wheel does not load beside every torch "
+        "its metadata accepts.\n"
         f"Repair this environment with:\n    {repair}\n"
         f"(or, in a clone of the project, rerun the README's install command, which installs with -c constraints.txt)"
     )

@@ -192,8 +192,8 @@ def change_speed(x: torch.Tensor, factor: float) -> torch.Tensor:
     convolution with one output channel per phase, which PyTorch's CPU convolution runs slowly for
     the few phases a factor like 1.1 (11:10) has. The result equals torchaudio's to float
     rounding (a test checks).
-    ``factor`` must be a positive multiple of 1/SPEED_RESOLUTION. Used by :class:`Augmenter` (notebook 7 and every
-    training run that augments).
+    ``factor`` must be a positive multiple of 1/SPEED_RESOLUTION. Used by :class:`Augmenter`
+    (notebook 7 and every training run that augments).
     """
     orig = round(factor * SPEED_RESOLUTION)
     if orig <= 0 or abs(orig - factor * SPEED_RESOLUTION) > 1e-6:

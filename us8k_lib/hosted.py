@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -149,12 +150,35 @@ def _release(version: str) -> str:
     return str(version).split("+")[0]
 
 
-def setup(*, run: Callable[[list[str]], object] = subprocess.check_call) -> None:
+def gpu_unreachable() -> str | None:
+    """Return why the installed torch cannot use this machine's NVIDIA GPU, or None (no GPU, or
+    torch uses it).
+
+    The pinned torch is PyPI's build for one CUDA release; a platform image whose driver is older
+    than that release shows its GPU to ``nvidia-smi`` but not to torch, and the notebooks would
+    then train on the CPU while the runtime has a GPU switched on. Asked in a fresh process, so
+    that the kernel never imports torch before :func:`setup` has installed it.
+    """
+    if shutil.which("nvidia-smi") is None:
+        return None
+    probe = "import torch; print(torch.cuda.is_available(), torch.version.cuda)"
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split()
+    if answer[:1] == ["True"]:
+        return None
+    cuda = answer[1] if len(answer) > 1 else "unknown"
+    return (f"this runtime has an NVIDIA GPU, but the installed torch (built for CUDA {cuda}) cannot use it: "
+            "the platform's driver is older than that build needs, so the notebooks would train on the CPU. "
+            "docs/colab-kaggle.md says what to do")
+
+
+def setup(*, run: Callable[[list[str]], object] = subprocess.check_call,
+          check_gpu: Callable[[], str | None] = gpu_unreachable) -> None:
     """Make this kernel ready for the notebooks, and print what was done.
 
     On your own machine: nothing (one line says so; pip is never run). On Colab or Kaggle: run
     :func:`install_command` (through ``run``), then report the time it took and the versions now
-    installed.
+    installed, and a line saying so when the installed torch cannot use the runtime's GPU
+    (``check_gpu``, :func:`gpu_unreachable`).
 
     Raises:
         RestartNeeded: on Colab or Kaggle, when a module the kernel had already loaded was
@@ -174,6 +198,9 @@ def setup(*, run: Callable[[list[str]], object] = subprocess.check_call) -> None
     shown = ", ".join(f"{name} {version}" for name, version in now.items() if version)
     line = f"On {where.title()}: installed the pinned dependencies in {took:.0f} s ({shown})."
     print(line)
+    problem = check_gpu()
+    if problem is not None:
+        print(f"Warning: {problem}.")
     changed = [name for name, version in loaded.items()
                if version is not None and now.get(name) is not None and _release(now[name]) != _release(version)]
     if changed:

@@ -82,9 +82,8 @@ class ModelConfig:
         name: one of :data:`MODEL_NAMES` (any case; ``"M34-res"`` works too); stored canonical.
         n_classes: number of output logits (UrbanSound8K has 10 classes).
         width: channels of the first stage; None is the paper's (M3 256, M5 128, M11 and M18
-            64, M34-res 48; the log-mel CNN's first block: 32). Later stages scale with it, so a small width gives a
-            small model of
-            the same shape (for quick tests).
+            64, M34-res 48; the log-mel CNN's first block: 32). Later stages scale with it, so a
+            small width gives a small model of the same shape (for quick tests).
         normalize: scale each clip to unit RMS before the first convolution. Off in the paper;
             the training recipe turns it on, because a clip's loudness (recording gain,
             distance) says nothing about its class but otherwise changes every activation.

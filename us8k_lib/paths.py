@@ -127,8 +127,8 @@ def sample_credits() -> pd.DataFrame:
     """Return who recorded each clip of the bundled real sample, one row per clip.
 
     Columns: slice_file_name, fold, class, fsID, format, freesound_user, freesound_url (from the
-    sample's ``CREDITS.csv``; the licence, CC BY-NC 3.0, is in its ``README.md``). Used by notebooks 2 and 3 and the
-    real sample's players (notebook 5).
+    sample's ``CREDITS.csv``; the licence, CC BY-NC 3.0, is in its ``README.md``). Used by
+    notebooks 2 and 3 and the real sample's players (notebook 5).
     """
     import pandas as pd
 

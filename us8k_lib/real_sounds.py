@@ -371,8 +371,8 @@ class SoundUploader:
         self.image.layout.display = None
         # The file's name last: once it shows, everything below it is this file's.
         self.info.value = (f"<b>{html.escape(name)}</b>: {html.escape(sound.description)}, {sound.duration:.2f} s; "
-                           f"classified: <span "
-                           f"class='us8k-classified'>{html.escape(sound.what_was_classified())}</span>")
+                           "classified: <span class='us8k-classified'>"
+                           f"{html.escape(sound.what_was_classified())}</span>")
 
     def snapshot(self) -> Any:
         """Return the current picture as an ``IPython.display.Image`` (a copy that shows without widgets)."""

@@ -141,10 +141,9 @@ class Settings:
             if not condition:  # not an assert statement: `python -O` would skip it
                 raise AssertionError(message)
             return f"checked {what}: yes"
-        return (f"not checked {what}: the threshold was calibrated on the default generated mini dataset with the "
-                f"small "
-                f"settings; on this data ({self.dataset}) with the {self.name} settings, a low number is a result, "
-                "not a bug")
+        return (f"not checked {what}: the threshold was calibrated on the default generated mini dataset "
+                f"with the small settings; on this data ({self.dataset}) with the {self.name} settings, "
+                "a low number is a result, not a bug")
 
     def report(self, cost: str) -> str:
         """Return what a settings cell prints: the set and why, its sizes, the cost, how to change

@@ -115,8 +115,8 @@ def cache_key(root: str | Path, df: pd.DataFrame, *, sr: int = audio.TARGET_SR,
     It hashes the resolved dataset folder, every clip's fold, name, size and mtime_ns (a missing
     file counts as size -1, so it cannot match a cache built while it existed), ``sr``,
     ``length``, and :func:`formatting_recipe`: :data:`FORMAT_VERSION`, the resampling filter
-    (``audio.RESAMPLING``) and the versions of the libraries that decode and resample. Used by :func:`build_cache`
-    and the runs' dataset identity.
+    (``audio.RESAMPLING``) and the versions of the libraries that decode and resample. Used by
+    :func:`build_cache` and the runs' dataset identity.
     """
     root = Path(root).resolve()
     rows = _clip_list(df)
@@ -149,8 +149,8 @@ class FormattedCache:
 
     ``array`` memory-maps the file for looking at it; :meth:`read_rows`, which the Dataset uses,
     copies rows straight from the file. Files and maps are opened lazily, once per process, and
-    pickling drops them, so DataLoader worker processes open their own. What :class:`us8k_lib.dataset.US8KDataset`
-    reads from (``dataset.cache``, notebook 3).
+    pickling drops them, so DataLoader worker processes open their own. What
+    :class:`us8k_lib.dataset.US8KDataset` reads from (``dataset.cache``, notebook 3).
     """
 
     path: Path
